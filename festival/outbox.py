@@ -1,0 +1,65 @@
+"""Writing events to the outbox inside the caller's transaction."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from broker import topics
+from broker.envelope import Envelope
+from festival.settings import Settings
+from schemas.events import EventData
+
+
+def envelope_for(data: EventData, *, source: str, subject: str) -> Envelope:
+    """Wrap canonical event data in a new envelope."""
+    return Envelope(source=source, type=data.TYPE, subject=subject, data=data.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """Writes events for the relay; `topic_root` and the redelivery delay come from the settings."""
+
+    topic_root: str
+    redelivery_after: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Outbox":
+        return cls(settings.topic_root, settings.redelivery_after_seconds)
+
+    async def enqueue(
+        self,
+        connection: asyncpg.Connection,
+        topic: str,
+        envelope: Envelope,
+        *,
+        retain: bool = False,
+    ) -> None:
+        """Store `envelope` for the relay and a pending delivery for each consumer of `topic`.
+
+        `topic` is relative to the root. Call this inside the transaction that records the
+        event's cause, so both commit or neither does.
+        """
+        await connection.execute(
+            "INSERT INTO outbox (event_id, topic, envelope, retain) VALUES ($1, $2, $3, $4)",
+            envelope.id,
+            topics.absolute(self.topic_root, topic),
+            envelope.model_dump(mode="json", exclude_none=True),
+            retain,
+        )
+
+        consumers = topics.CONSUMERS_BY_TOPIC.get(topic, ())
+        if consumers:
+            due_at = datetime.now(UTC) + timedelta(seconds=self.redelivery_after)
+            await connection.executemany(
+                "INSERT INTO deliveries (event_id, consumer, due_at) VALUES ($1, $2, $3)",
+                [(envelope.id, consumer, due_at) for consumer in consumers],
+            )
+
+    async def publish(
+        self, connection: asyncpg.Connection, data: EventData, *, source: str, subject: str
+    ) -> Envelope:
+        """Enqueue canonical event data on its topic; return the envelope written."""
+        envelope = envelope_for(data, source=source, subject=subject)
+        await self.enqueue(connection, data.TOPIC, envelope)
+        return envelope

