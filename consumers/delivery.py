@@ -1,0 +1,154 @@
+"""Applying one delivered event exactly once, with failures counted and dead-lettered in PostgreSQL.
+
+MQTT acknowledgements cannot guarantee completeness here (FastStream's subscriber acknowledges a
+message whose handler raised, and may acknowledge before the handler runs), so PostgreSQL decides:
+the consumer marks its `deliveries` row applied in the transaction of the event's effects, and the
+relay publishes again every delivery still pending after its due time.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import asyncpg
+from pydantic import ValidationError
+
+from broker import topics
+from broker.envelope import Envelope, event_type
+from festival.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+Apply = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+
+# Lock conflicts between concurrent handlers are retried at once, before counting as a failure.
+RETRIED_AT_ONCE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+IMMEDIATE_RETRIES = 3
+# Exceptions that mean the database is unreachable: nothing can be recorded, so the relay's
+# redelivery takes over once it is back.
+DATABASE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    UNTRACKED = "untracked"
+    FAILED = "failed"
+    DEAD = "dead"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    max_attempts: int
+    retry_after: float
+
+
+class DeliveryHandler:
+    """Runs `apply` for each event addressed to `consumer`, once per event."""
+
+    def __init__(self, consumer: str, apply: Apply, pool: asyncpg.Pool, outbox: Outbox, policy: DeliveryPolicy) -> None:
+        self.consumer = consumer
+        self.apply = apply
+        self.pool = pool
+        self.outbox = outbox
+        self.policy = policy
+
+    async def handle(self, payload: bytes, topic: str) -> Outcome:
+        try:
+            envelope = Envelope.from_json(payload)
+        except ValidationError as error:
+            # Not written by the relay, so there is no delivery row to count it against.
+            logger.error("invalid envelope consumer=%s topic=%s error_count=%d", self.consumer, topic, error.error_count())
+            return Outcome.INVALID
+
+        for attempt in range(1, IMMEDIATE_RETRIES + 1):
+            try:
+                return await self._apply_once(envelope)
+            except RETRIED_AT_ONCE as error:
+                logger.warning(
+                    "lock conflict consumer=%s event_id=%s attempt=%d error=%r",
+                    self.consumer, envelope.id, attempt, error,
+                )
+            except DATABASE_DOWN as error:
+                logger.warning(
+                    "database unavailable consumer=%s event_id=%s error=%r; the relay will redeliver",
+                    self.consumer, envelope.id, error,
+                )
+                return Outcome.FAILED
+            except Exception as error:
+                logger.exception("apply failed consumer=%s event_id=%s type=%s", self.consumer, envelope.id, envelope.type)
+                return await self._record_failure(envelope, topic, error)
+        return await self._record_failure(envelope, topic, RuntimeError("lock conflicts persisted"))
+
+    async def _apply_once(self, envelope: Envelope) -> Outcome:
+        async with self.pool.acquire() as connection, connection.transaction():
+            # The row lock taken here also serialises two copies of one event arriving at once.
+            claimed = await connection.fetchval(
+                "UPDATE deliveries SET status = 'applied', applied_at = now(), last_error = NULL"
+                " WHERE event_id = $1 AND consumer = $2 AND status = 'pending' RETURNING true",
+                envelope.id,
+                self.consumer,
+            )
+            if not claimed:
+                return await self._unclaimed_outcome(connection, envelope)
+
+            await self.apply(connection, envelope)
+        logger.debug("applied consumer=%s event_id=%s type=%s", self.consumer, envelope.id, envelope.type)
+        return Outcome.APPLIED
+
+    async def _unclaimed_outcome(self, connection: asyncpg.Connection, envelope: Envelope) -> Outcome:
+        status = await connection.fetchval(
+            "SELECT status FROM deliveries WHERE event_id = $1 AND consumer = $2", envelope.id, self.consumer
+        )
+        if status is None:
+            logger.warning("untracked event ignored consumer=%s event_id=%s type=%s", self.consumer, envelope.id, envelope.type)
+            return Outcome.UNTRACKED
+        logger.debug("duplicate ignored consumer=%s event_id=%s status=%s", self.consumer, envelope.id, status)
+        return Outcome.DUPLICATE
+
+    async def _record_failure(self, envelope: Envelope, topic: str, error: BaseException) -> Outcome:
+        reason = f"{type(error).__name__}: {error}"[:1000]
+        try:
+            async with self.pool.acquire() as connection, connection.transaction():
+                attempts = await connection.fetchval(
+                    "UPDATE deliveries SET attempts = attempts + 1, last_error = $3,"
+                    " due_at = now() + make_interval(secs => $4)"
+                    " WHERE event_id = $1 AND consumer = $2 AND status = 'pending' RETURNING attempts",
+                    envelope.id, self.consumer, reason, self.policy.retry_after,
+                )
+                if attempts is None or attempts < self.policy.max_attempts:
+                    return Outcome.FAILED
+
+                await self._dead_letter(connection, envelope, topic, reason, attempts)
+        except DATABASE_DOWN as db_error:
+            logger.warning("failure not recorded consumer=%s event_id=%s error=%r", self.consumer, envelope.id, db_error)
+            return Outcome.FAILED
+        logger.error("dead-lettered consumer=%s event_id=%s attempts=%d", self.consumer, envelope.id, attempts)
+        return Outcome.DEAD
+
+    async def _dead_letter(self, connection: asyncpg.Connection, envelope: Envelope, topic: str, reason: str, attempts: int) -> None:
+        await connection.execute(
+            "UPDATE deliveries SET status = 'dead' WHERE event_id = $1 AND consumer = $2", envelope.id, self.consumer
+        )
+        dead_letter_id = await connection.fetchval(
+            "INSERT INTO dead_letters (event_id, consumer, topic, error, attempts) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            envelope.id, self.consumer, topic, reason, attempts,
+        )
+        notice = Envelope(
+            source=f"/consumers/{self.consumer}",
+            type=event_type("dead_letter.recorded"),
+            subject=str(envelope.id),
+            time=datetime.now(UTC),
+            data={
+                "dead_letter_id": dead_letter_id,
+                "consumer": self.consumer,
+                "event_id": str(envelope.id),
+                "event_type": envelope.type,
+                "attempts": attempts,
+                "error": reason,
+            },
+        )
+        await self.outbox.enqueue(connection, topics.dead_letters(self.consumer), notice)

@@ -1,0 +1,114 @@
+"""Issuing and voiding lucky numbers in PostgreSQL; the numbers come from the draw's keyed permutation.
+
+The k-th number issued in a draw is `permute(key, N, k)`: the counter `draws.issued_count` is
+advanced under the draw's row lock, so numbers are unique within a draw without any retry on
+collisions.
+"""
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from festival.domain.lucky_numbers import permute
+
+logger = logging.getLogger(__name__)
+
+NUMBERS_PER_SERIES = 100_000
+
+
+@dataclass(frozen=True)
+class Issued:
+    draw_id: UUID | None
+    numbers: list[int]
+
+
+def quantity_for(amount: Decimal, price: Decimal) -> int:
+    """Return how many lucky numbers a payment of `amount` earns: one per `price`, at least one."""
+    return max(1, int(amount // price))
+
+
+async def issue(connection: asyncpg.Connection, charge_id: str, subscription_ref: str, quantity: int) -> Issued:
+    """Grant `quantity` numbers for a confirmed charge in the next open draw with room for them.
+
+    With no open draw the grant waits (draw_id NULL) until `issue_waiting_grants` runs for a new draw.
+    """
+    draw = await connection.fetchrow(
+        "UPDATE draws SET issued_count = issued_count + $1"
+        " WHERE id = (SELECT id FROM draws WHERE status = 'scheduled' AND cutoff_at > now()"
+        "             AND issued_count + $1 <= series * $2"
+        "             ORDER BY cutoff_at, id LIMIT 1 FOR UPDATE)"
+        " RETURNING id, number_key, series, issued_count",
+        quantity,
+        NUMBERS_PER_SERIES,
+    )
+    if draw is None:
+        await connection.execute(
+            "INSERT INTO lucky_number_grants (charge_id, subscription_ref, quantity) VALUES ($1, $2, $3)",
+            charge_id, subscription_ref, quantity,
+        )
+        logger.info("grant waiting for a draw charge_id=%s quantity=%d", charge_id, quantity)
+        return Issued(None, [])
+
+    numbers = await _insert_numbers(connection, draw, charge_id, subscription_ref, quantity)
+    await connection.execute(
+        "INSERT INTO lucky_number_grants (charge_id, subscription_ref, quantity, draw_id) VALUES ($1, $2, $3, $4)",
+        charge_id, subscription_ref, quantity, draw["id"],
+    )
+    return Issued(draw["id"], numbers)
+
+
+async def _insert_numbers(
+    connection: asyncpg.Connection, draw: asyncpg.Record, charge_id: str, subscription_ref: str, quantity: int
+) -> list[int]:
+    space = draw["series"] * NUMBERS_PER_SERIES
+    first = draw["issued_count"] - quantity
+    numbers = [permute(bytes(draw["number_key"]), space, index) for index in range(first, first + quantity)]
+    await connection.executemany(
+        "INSERT INTO lucky_numbers (draw_id, number, subscription_ref, charge_id) VALUES ($1, $2, $3, $4)",
+        [(draw["id"], number, subscription_ref, charge_id) for number in numbers],
+    )
+    return numbers
+
+
+async def issue_waiting_grants(connection: asyncpg.Connection, draw_id: UUID) -> int:
+    """Issue, in draw `draw_id`, the numbers of grants that waited for an open draw; return the count."""
+    draw = await connection.fetchrow(
+        "SELECT id, number_key, series, issued_count FROM draws WHERE id = $1 FOR UPDATE", draw_id
+    )
+    grants = await connection.fetch(
+        "SELECT charge_id, subscription_ref, quantity FROM lucky_number_grants"
+        " WHERE draw_id IS NULL ORDER BY created_at, charge_id FOR UPDATE"
+    )
+    issued = 0
+    room = draw["series"] * NUMBERS_PER_SERIES - draw["issued_count"]
+    for grant in grants:
+        if grant["quantity"] > room:
+            break
+        draw = await connection.fetchrow(
+            "UPDATE draws SET issued_count = issued_count + $2 WHERE id = $1 RETURNING id, number_key, series, issued_count",
+            draw_id, grant["quantity"],
+        )
+        await _insert_numbers(connection, draw, grant["charge_id"], grant["subscription_ref"], grant["quantity"])
+        await connection.execute("UPDATE lucky_number_grants SET draw_id = $2 WHERE charge_id = $1", grant["charge_id"], draw_id)
+        room -= grant["quantity"]
+        issued += grant["quantity"]
+    return issued
+
+
+async def void(connection: asyncpg.Connection, charge_id: str) -> int:
+    """Void the numbers of a charge in draws that have not closed; return how many were voided.
+
+    Numbers in a closed, drawing or completed draw stay: the entries were frozen at cut-off.
+    """
+    result = await connection.execute(
+        "UPDATE lucky_numbers AS n SET voided_at = now() FROM draws AS d"
+        " WHERE n.draw_id = d.id AND n.charge_id = $1 AND n.voided_at IS NULL AND d.status = 'scheduled'",
+        charge_id,
+    )
+    await connection.execute(
+        "DELETE FROM lucky_number_grants WHERE charge_id = $1 AND draw_id IS NULL", charge_id
+    )
+    return int(result.split()[-1])

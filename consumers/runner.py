@@ -1,0 +1,78 @@
+"""Running one consumer: its FastStream subscriptions feed the exactly-once delivery handler."""
+
+import asyncio
+import importlib
+import logging
+import uuid
+from typing import Protocol
+
+import asyncpg
+from faststream.mqtt import MQTTBroker, MQTTMessage, QoS
+
+from broker import topics
+from broker.connection import faststream_broker
+from consumers.delivery import Apply, DeliveryHandler, DeliveryPolicy
+from festival.db import create_pool, migrate
+from festival.outbox import Outbox
+from festival.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Messages one instance processes at once; each holds a pooled connection while it runs.
+WORKERS = 8
+
+
+class ConsumerModule(Protocol):
+    NAME: str
+
+    def build(self, settings: Settings) -> Apply: ...
+
+
+def load_consumer(name: str) -> ConsumerModule:
+    module = importlib.import_module(f"consumers.{name}")
+    return module  # type: ignore[return-value]
+
+
+def subscribe(broker: MQTTBroker, handler: DeliveryHandler, settings: Settings) -> None:
+    """Subscribe `handler` to every topic its consumer must apply, shared between instances."""
+    for relative in topics.topics_of(handler.consumer):
+        topic = topics.absolute(settings.topic_root, relative)
+        shared = handler.consumer if settings.mqtt_shared_subscriptions else None
+
+        async def on_message(message: MQTTMessage) -> None:
+            await handler.handle(message.body, message.raw_message.topic)
+
+        broker.subscriber(topic, qos=QoS.AT_LEAST_ONCE, shared=shared, max_workers=WORKERS, title=f"{handler.consumer}:{relative}")(on_message)
+
+
+async def start_consumer(name: str, settings: Settings, pool: asyncpg.Pool) -> MQTTBroker:
+    """Build and start the broker connection of consumer `name`; the caller stops it."""
+    module = load_consumer(name)
+    handler = DeliveryHandler(
+        module.NAME,
+        module.build(settings),
+        pool,
+        Outbox.from_settings(settings),
+        DeliveryPolicy(settings.redelivery_max_attempts, settings.redelivery_after_seconds),
+    )
+    broker = faststream_broker(settings, client_id=f"{name}-{uuid.uuid4().hex[:8]}", graceful_timeout=5.0)
+    subscribe(broker, handler, settings)
+    await broker.start()
+    return broker
+
+
+async def run_consumer(name: str, settings: Settings) -> None:
+    """Run consumer `name` until cancelled."""
+    url = settings.require_database_url()
+    await migrate(url)
+    pool = await create_pool(url, min_size=2, max_size=WORKERS + 2)
+    broker: MQTTBroker | None = None
+    try:
+        broker = await start_consumer(name, settings, pool)
+        logger.info("consumer started name=%s topics=%s", name, topics.topics_of(name))
+        await asyncio.Event().wait()
+    finally:
+        if broker is not None:
+            await broker.stop()
+        await pool.close()
+        logger.info("consumer stopped name=%s", name)
