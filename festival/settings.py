@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     mqtt_version: Literal["5", "3.1.1"] = "5"
     # Mosquitto supports `$share/...` on both protocol versions; the fallback broker does not.
     mqtt_shared_subscriptions: bool = True
+    # Listeners of the broker that `festival up` starts when FESTIVAL_MQTT_URL is unset.
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_ws_port: int = Field(default=9001, ge=1, le=65535)
+    # Which broker `festival up` starts: `auto` prefers Mosquitto and falls back to the embedded
+    # pure-Python broker (amqtt, MQTT 3.1.1 only) where no mosquitto binary is installed.
+    local_broker: Literal["auto", "mosquitto", "amqtt"] = "auto"
+    # WebSocket URL with the read-only `screen` credentials that live pages connect with,
+    # such as ws://screen:password@127.0.0.1:9001; `festival up` sets it for its own broker.
+    mqtt_ws_url: SecretStr | None = None
     topic_root: str = Field(default="festival/v1", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)

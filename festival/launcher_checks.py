@@ -1,0 +1,78 @@
+"""Checks that `festival up` runs before it starts anything, with messages that say what to change."""
+
+import errno
+import socket
+
+from festival.services import free_port
+from festival.settings import Settings
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+class LaunchError(Exception):
+    """`festival up` cannot start; the message says why and what to do."""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Return True when a socket already listens on `host:port`.
+
+    The probe binds with SO_REUSEADDR, as servers do, so connections of an earlier run that are
+    still in TIME_WAIT do not count as a listener.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def local_http_url(settings: Settings) -> str:
+    """Return the gateway's base URL as a client on this machine reaches it."""
+    host = "127.0.0.1" if settings.http_host in WILDCARD_HOSTS else settings.http_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}"
+
+
+def _suggest_port(host: str, taken: int) -> int:
+    """Return the next free port above `taken`, or any free port."""
+    for candidate in range(taken + 1, min(taken + 20, 65536)):
+        if not port_in_use(host, candidate):
+            return candidate
+    return free_port(host)
+
+
+def check_ports(settings: Settings) -> None:
+    """Raise LaunchError, naming the port and the variables to change, when a port that `festival up` needs is taken."""
+    http_host = "0.0.0.0" if settings.http_host in WILDCARD_HOSTS else settings.http_host
+    if port_in_use(http_host, settings.http_port):
+        suggestion = _suggest_port(http_host, settings.http_port)
+        raise LaunchError(
+            f"port {settings.http_port} on {settings.http_host} is already in use, so the gateway cannot listen on it.\n"
+            f"  Choose another port:       FESTIVAL_HTTP_PORT={suggestion} ./dev up\n"
+            f"  Or stop the program that listens on port {settings.http_port}."
+        )
+
+    if settings.mqtt_url:
+        return
+    if settings.mqtt_port == settings.mqtt_ws_port:
+        raise LaunchError(
+            f"FESTIVAL_MQTT_PORT and FESTIVAL_MQTT_WS_PORT are both {settings.mqtt_port}: give them different values"
+        )
+    for variable, port, listener in (
+        ("FESTIVAL_MQTT_PORT", settings.mqtt_port, "MQTT"),
+        ("FESTIVAL_MQTT_WS_PORT", settings.mqtt_ws_port, "MQTT over WebSockets"),
+    ):
+        if port_in_use("127.0.0.1", port):
+            suggestion = _suggest_port("127.0.0.1", port)
+            raise LaunchError(
+                f"port {port} on 127.0.0.1 is already in use, so the local broker cannot open its {listener} "
+                "listener there (a Mosquitto installed as a system service listens on 1883).\n"
+                f"  Choose another port:       {variable}={suggestion} ./dev up\n"
+                f"  Or use the running broker: FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{settings.mqtt_port} ./dev up"
+            )
