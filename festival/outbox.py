@@ -1,5 +1,6 @@
 """Writing events to the outbox inside the caller's transaction."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -63,3 +64,33 @@ class Outbox:
         envelope = envelope_for(data, source=source, subject=subject)
         await self.enqueue(connection, data.TOPIC, envelope)
         return envelope
+
+    async def enqueue_envelopes(
+        self, connection: asyncpg.Connection, entries: Sequence[tuple[str, Envelope]]
+    ) -> None:
+        """Like `enqueue` for several `(relative topic, envelope)` pairs, batched per table."""
+        if not entries:
+            return
+
+        await connection.executemany(
+            "INSERT INTO outbox (event_id, topic, envelope, retain) VALUES ($1, $2, $3, false)",
+            [
+                (
+                    envelope.id,
+                    topics.absolute(self.topic_root, topic),
+                    envelope.model_dump(mode="json", exclude_none=True),
+                )
+                for topic, envelope in entries
+            ],
+        )
+
+        due_at = datetime.now(UTC) + timedelta(seconds=self.redelivery_after)
+        deliveries = [
+            (envelope.id, consumer, due_at)
+            for topic, envelope in entries
+            for consumer in topics.CONSUMERS_BY_TOPIC.get(topic, ())
+        ]
+        if deliveries:
+            await connection.executemany(
+                "INSERT INTO deliveries (event_id, consumer, due_at) VALUES ($1, $2, $3)", deliveries
+            )

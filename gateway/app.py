@@ -1,0 +1,64 @@
+"""The ASGI application: partner webhooks, operator API and probes.
+
+To add routes, append the module's router to `routers()`; nothing else needs to change.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from festival.db import create_pool
+from festival.outbox import Outbox
+from festival.settings import Settings
+from gateway.openapi import install_openapi_components
+from gateway.problems import install_problem_handlers
+from gateway.signing import WebhookVerifier
+
+logger = logging.getLogger(__name__)
+
+# NOTE: sized by hand; the ingest path holds a connection for one short transaction per request.
+POOL_MAX_SIZE = 10
+
+
+def routers() -> list[APIRouter]:
+    """Return every router of the gateway, in the order they are included."""
+    from gateway import dead_letter_api, health, nix, subscription_api
+
+    return [health.router, nix.router, subscription_api.router, dead_letter_api.router]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the gateway; its lifespan opens the database pool and closes it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(settings.require_database_url(), max_size=POOL_MAX_SIZE)
+        logger.info("gateway started pool_max_size=%d", POOL_MAX_SIZE)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+            logger.info("gateway stopped")
+
+    app = FastAPI(
+        title="Festival de Prêmios",
+        summary="Partner webhooks and operator API of the Festival de Prêmios event platform",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.state.outbox = Outbox.from_settings(settings)
+    # One verifier per partner, looked up by name in `gateway.intake.receive_signed`.
+    app.state.verifiers = {
+        "nix": WebhookVerifier("nix", settings.nix_webhook_secrets, settings.webhook_tolerance_seconds),
+        "redetv": WebhookVerifier("redetv", settings.redetv_webhook_secrets, settings.webhook_tolerance_seconds),
+    }
+
+    install_problem_handlers(app)
+    for router in routers():
+        app.include_router(router)
+    install_openapi_components(app)
+    return app

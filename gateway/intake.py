@@ -1,0 +1,118 @@
+"""The checks every partner webhook passes before it is translated, in this order:
+
+body size (413), content type (415), signature (401), UTF-8 (400), JSON (400), fields (422).
+Each failure raises a `ProblemError` with a Portuguese detail; no body or field value is echoed.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from gateway.problems import ProblemError, field_errors, invalid_fields
+from gateway.signing import WebhookVerifier
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class SignedDelivery:
+    """A webhook whose signature was verified, with its body as received."""
+
+    partner: str
+    endpoint: str
+    webhook_id: str
+    signed_at: datetime
+    body: bytes
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """Read the body, stopping with 413 as soon as it passes `max_bytes`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> ProblemError:
+    return ProblemError(
+        413, "body_too_large", "Request body too large", f"O corpo da requisição passa do limite de {max_bytes} bytes."
+    )
+
+
+def check_json_content_type(request: Request) -> None:
+    """Accept `application/json` (or a `+json` type) in UTF-8 only; raise 415 otherwise."""
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    media_type = media_type.strip().lower()
+    is_json = media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+    charset = "utf-8"
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+
+    if not is_json or charset not in ("utf-8", "utf8"):
+        raise ProblemError(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "Envie o corpo como JSON em UTF-8, com Content-Type: application/json.",
+        )
+
+
+async def receive_signed(request: Request, partner: str) -> SignedDelivery:
+    """Run the size, content type and signature checks; return the delivery with its raw body.
+
+    `partner` names one of the verifiers in `app.state.verifiers` (see `gateway.app`).
+    """
+    verifier: WebhookVerifier = request.app.state.verifiers[partner]
+    body = await read_body(request, request.app.state.settings.webhook_max_body_bytes)
+    check_json_content_type(request)
+    verified = verifier.verify(request.headers, body)
+    return SignedDelivery(verifier.partner, request.url.path, verified.webhook_id, verified.signed_at, body)
+
+
+def parse_body(delivery: SignedDelivery, model: type[ModelT]) -> ModelT:
+    """Decode the body as UTF-8 and JSON and validate it against `model`."""
+    try:
+        text = delivery.body.decode("utf-8")
+    except UnicodeDecodeError:
+        logger.warning("webhook rejected partner=%s webhook_id=%s reason=invalid_utf8", delivery.partner, delivery.webhook_id)
+        raise ProblemError(
+            400, "invalid_encoding", "Body is not UTF-8", "O corpo da requisição não é texto UTF-8 válido."
+        ) from None
+
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as error:
+        problem = _problem_for(error)
+        logger.warning(
+            "webhook rejected partner=%s webhook_id=%s reason=%s fields=%s",
+            delivery.partner,
+            delivery.webhook_id,
+            problem.code,
+            [item.pointer for item in problem.errors or ()],
+        )
+        raise problem from None
+
+
+def _problem_for(error: ValidationError) -> ProblemError:
+    # include_input=False: the input may be personal data and must not reach logs or answers.
+    errors = error.errors(include_input=False, include_url=False)
+    if any(item["type"] == "json_invalid" for item in errors):
+        return ProblemError(400, "malformed_json", "Malformed JSON", "O corpo da requisição não é um JSON válido.")
+    return invalid_fields(field_errors(errors))
