@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -60,6 +61,7 @@ class Supervisor:
         self.backoff = backoff
         self.stop_timeout = stop_timeout
         self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.exits: Counter[str] = Counter()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
 
@@ -95,6 +97,7 @@ class Supervisor:
             if self._stopping:
                 return
 
+            self.exits[component.name] += 1
             ran_for = time.monotonic() - started_at
             delay = self.backoff.next_delay(delay, ran_for)
             logger.error(
