@@ -4,7 +4,7 @@ A draw's number space is [0, N) with N = series × 100,000. The k-th number issu
 `permute(key, N, k)` for k = 0, 1, 2, … . Because `permute` is a bijection of [0, N), distinct
 indices give distinct numbers, so numbers are unique within a draw by construction: there is no
 collision check, no retry and no cycle walking. The secret key spreads consecutive indices over
-the whole space, so a number tells nothing about when it was issued.
+the whole space, so a number reveals nothing about when it was issued.
 
 Construction: an alternating Feistel network over Z_a × Z_b with a·b = N and an even number of
 rounds. Round r splits x into a high part L and a low part R, with R in Z_lo and L in Z_hi, where
@@ -101,8 +101,8 @@ def format_number(number: int, series: int) -> str:
     """Format a number as `SS-NNNNN`: series index, a hyphen, and the 5-digit number within the series.
 
     The series index has at least two digits and as many as the draw's last series needs, so every
-    number of a draw has the same width: 1234567 in a draw of 20 series is "12-34567", 42 in a draw
-    of one series is "00-00042", and 5 in a draw of 1,000 series is "000-00005".
+    number of a draw has the same width. Examples: 1234567 in a draw of 20 series is "12-34567",
+    42 in a draw of one series is "00-00042", and 5 in a draw of 1,000 series is "000-00005".
     """
     space = number_space(series)
     if not 0 <= number < space:
