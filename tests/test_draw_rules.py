@@ -18,6 +18,8 @@ from festival.domain.draws import (
     freeze_numbers,
     new_seed,
     seed_bytes,
+    snapshot_bytes,
+    snapshot_from_bytes,
     uniform_index,
 )
 
@@ -79,6 +81,19 @@ def test_snapshot_leaves_input_unchanged() -> None:
     numbers = np.array([3, 1, 2], dtype=np.uint64)
     freeze_numbers(numbers)
     assert numbers.tolist() == [3, 1, 2]
+
+
+def test_snapshot_from_bytes_round_trip() -> None:
+    snapshot = freeze_numbers([9, 4, 100_000_000 - 1])
+    restored = snapshot_from_bytes(snapshot_bytes(snapshot.numbers))
+    assert restored.sha256 == snapshot.sha256
+    assert restored.numbers.tolist() == [4, 9, 99_999_999]
+
+
+def test_snapshot_from_bytes_rejects_unordered() -> None:
+    data = (9).to_bytes(8, "big") + (4).to_bytes(8, "big")
+    with pytest.raises(SnapshotError, match="not strictly ascending"):
+        snapshot_from_bytes(data)
 
 
 def test_freeze_entries_skips_voided() -> None:

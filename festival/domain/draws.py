@@ -112,6 +112,20 @@ def freeze_numbers(numbers: npt.ArrayLike) -> Snapshot:
     return Snapshot(numbers=ordered, sha256=digest)
 
 
+def snapshot_from_bytes(data: bytes) -> Snapshot:
+    """Rebuild a snapshot from its canonical bytes (as stored in `draw_snapshots.numbers`)."""
+    if len(data) % 8:
+        raise SnapshotError(f"snapshot bytes must be a multiple of 8 long, got {len(data)}")
+    numbers = np.frombuffer(data, dtype=">u8").astype(np.uint64)
+
+    unordered = np.flatnonzero(numbers[1:] <= numbers[:-1])
+    if unordered.size:
+        number = int(numbers[unordered[0] + 1])
+        raise SnapshotError(f"snapshot bytes are not strictly ascending at number {number}", number=number)
+
+    return Snapshot(numbers=numbers, sha256=hashlib.sha256(data).hexdigest())
+
+
 def freeze_entries(entries: Iterable[Entry]) -> Snapshot:
     """Freeze the non-voided entries; the snapshot keeps numbers only, so map winners back by number."""
     numbers = [entry.number for entry in entries if not entry.voided]
