@@ -91,8 +91,8 @@ _DEFAULT_FIELD_DETAIL = "Valor inválido para este campo."
 
 
 def _pointer(location: Iterable[str | int]) -> str:
-    parts = [str(part).replace("~", "~0").replace("/", "~1") for part in location]
-    return "#/" + "/".join(parts)
+    # The whole document is "#" and each step adds "/name", escaped as RFC 6901 says.
+    return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in location)
 
 
 def field_errors(errors: Iterable[Mapping[str, Any]], *, skip_prefix: int = 0) -> list[FieldError]:
