@@ -18,7 +18,7 @@ from gateway.signing import WebhookVerifier
 
 logger = logging.getLogger(__name__)
 
-# NOTE: sized by hand; the ingest path holds a connection for one short transaction per request.
+# NOTE: a guess, not measured. Each ingest request uses a connection for one short transaction.
 POOL_MAX_SIZE = 10
 
 

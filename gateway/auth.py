@@ -15,7 +15,7 @@ _bearer = HTTPBearer(auto_error=False, description="operator token (FESTIVAL_OPE
 
 def _is_operator_token(offered: str, tokens: list[bytes]) -> bool:
     matched = False
-    # Compare with every token, in constant time each, so timing tells nothing about which matched.
+    # Compare with every token, each in constant time, so the timing does not reveal which one matched.
     for token in tokens:
         matched |= hmac.compare_digest(offered.encode(), token)
     return matched

@@ -1,7 +1,7 @@
 """Operator API for dead letters: list the open ones and replay one.
 
-Replaying marks the dead letter replayed and resets its delivery to pending and due now, in one
-transaction; the relay then publishes the event again to that consumer.
+A replay marks the dead letter replayed and resets its delivery to pending and due now, in one
+transaction. The relay then publishes the event again to that consumer.
 """
 
 import logging

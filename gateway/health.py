@@ -22,9 +22,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "the database does not answer"}})
+@router.get("/readyz", responses={503: {"description": "the database did not return a result in time"}})
 async def readyz(request: Request) -> Response:
-    """Report whether the database answers a query within two seconds."""
+    """Report whether the database returns a query result within two seconds."""
     pool: asyncpg.Pool = request.app.state.pool
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):

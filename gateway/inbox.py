@@ -10,7 +10,7 @@ from starlette.responses import Response
 from gateway.intake import SignedDelivery
 
 # A conflict on either key (webhook-id, or the partner's event id) means the delivery was
-# recorded before; the caller then rolls back and answers with the stored event ids.
+# recorded before. The caller then rolls back and responds with the stored event ids.
 INSERT_DELIVERY = """
 INSERT INTO inbox (partner, delivery_id, endpoint, signed_at, body, event_ids, partner_event_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7)

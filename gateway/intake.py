@@ -111,7 +111,7 @@ def parse_body(delivery: SignedDelivery, model: type[ModelT]) -> ModelT:
 
 
 def _problem_for(error: ValidationError) -> ProblemError:
-    # include_input=False: the input may be personal data and must not reach logs or answers.
+    # include_input=False because the input may be personal data, which must not reach logs or responses.
     errors = error.errors(include_input=False, include_url=False)
     if any(item["type"] == "json_invalid" for item in errors):
         return ProblemError(400, "malformed_json", "Malformed JSON", "O corpo da requisição não é um JSON válido.")

@@ -1,4 +1,4 @@
-"""Error answers as RFC 9457 problem details, and the handlers that make every error one.
+"""Error responses as RFC 9457 problem details, and the handlers that turn every error into one.
 
 `ProblemError` is the one exception that routes raise on purpose. Starlette's HTTP errors and
 FastAPI's request validation errors are converted by handlers, and `UnhandledErrorMiddleware`
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class ProblemError(Exception):
-    """An error answer: HTTP status, stable English code and title, Portuguese detail."""
+    """Error response: HTTP status, stable English code and title, Portuguese detail."""
 
     def __init__(
         self,
@@ -91,7 +91,7 @@ _DEFAULT_FIELD_DETAIL = "Valor inválido para este campo."
 
 
 def _pointer(location: Iterable[str | int]) -> str:
-    # The whole document is "#" and each step adds "/name", escaped as RFC 6901 says.
+    # The whole document is "#" and each step adds "/name", escaped as RFC 6901 requires.
     return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in location)
 
 
@@ -136,7 +136,9 @@ async def _on_request_validation_error(request: Request, error: Exception) -> Re
     assert isinstance(error, RequestValidationError)
     # FastAPI locations start with where the value came from (path, query, header, body).
     errors = field_errors(error.errors())
-    logger.warning("request rejected path=%s reason=validation fields=%s", request.url.path, [e.pointer for e in errors])
+    logger.warning(
+        "request rejected path=%s reason=validation fields=%s", request.url.path, [item.pointer for item in errors]
+    )
     return problem_response(invalid_fields(errors), request.url.path)
 
 
@@ -146,9 +148,9 @@ async def _on_problem(request: Request, error: Exception) -> Response:
 
 
 class UnhandledErrorMiddleware:
-    """Answer a 500 problem in Portuguese for any exception a route lets escape, and log it.
+    """Respond with a 500 problem in Portuguese to any exception a route lets escape, and log it.
 
-    It sits inside Starlette's own error middleware, which would answer plain text and re-raise.
+    It runs inside Starlette's own error middleware, which would respond with plain text and re-raise.
     """
 
     def __init__(self, app: ASGIApp) -> None:

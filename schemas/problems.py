@@ -1,4 +1,4 @@
-"""RFC 9457 problem details, the body of every error answer of the HTTP API."""
+"""RFC 9457 problem details, the body of every error response of the HTTP API."""
 
 from pydantic import BaseModel, ConfigDict, Field
 

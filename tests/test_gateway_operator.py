@@ -1,4 +1,4 @@
-"""Operator API (subscription view, dead letters), probes and the problem answers of the app."""
+"""Operator API (subscription view, dead letters), probes and the app's problem responses."""
 
 import uuid
 from collections.abc import AsyncIterator
