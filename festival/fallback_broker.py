@@ -16,24 +16,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from festival.services import MosquittoCredentials, ServiceError, port_is_open, wait_for_port
+from festival.services import (
+    MosquittoCredentials,
+    ServiceError,
+    parent_death_signal,
+    port_is_open,
+    wait_for_port,
+)
 
 logger = logging.getLogger(__name__)
 
 SHARED_SUBSCRIPTIONS = False
 MQTT_VERSION = "3.1.1"
-
-
-def parent_death_signal() -> None:
-    """Ask Linux to send SIGTERM to this child when its parent dies, even by SIGKILL."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):
-        # NOTE: outside Linux there is no such request; the launcher's own stop still applies.
-        pass
 
 
 def broker_config(
@@ -120,6 +114,8 @@ class AmqttBroker:
             [sys.executable, "-m", "festival.fallback_broker", str(config_file)],
             stdout=log,
             stderr=log,
+            # Like the components: no Ctrl-C from the terminal, SIGTERM when the launcher dies.
+            start_new_session=True,
             preexec_fn=parent_death_signal,
         )
         try:

@@ -91,16 +91,15 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
 
     supervisor = Supervisor(_child_environment(platform))
     stack.push_async_callback(supervisor.stop)
-    components = list(COMPONENTS)
-    if demo:
-        rate = str(DEMO_RATE)
-        components.append(
-            Component("simulator", ("simulate", "--url", local_http_url(settings), "--rate", rate), "producers.simulator")
-        )
-    started = [component.name for component in components if supervisor.start(component)]
+    started = [component.name for component in COMPONENTS if supervisor.start(component)]
 
-    _print_banner(settings, platform, started)
+    _print_banner(settings, platform, started, demo)
     await _wait_for_gateway(settings, "gateway" in started)
+
+    # The simulator starts once the gateway answers, so that its first webhooks are not lost.
+    if demo:
+        arguments = ("simulate", "--url", local_http_url(settings), "--rate", str(DEMO_RATE))
+        supervisor.start(Component("simulator", arguments, "producers.simulator"))
 
 
 def _resolve_credentials(settings: Settings, store: SecretsStore, platform: Platform) -> None:
@@ -163,7 +162,9 @@ async def _start_broker(
     }
     use_mosquitto = _choose_mosquitto(settings)
     if use_mosquitto:
-        broker: Mosquitto | fallback_broker.AmqttBroker = Mosquitto(platform.data_dir / "mosquitto", **options)  # type: ignore[arg-type]
+        broker: Mosquitto | fallback_broker.AmqttBroker = Mosquitto(
+            platform.data_dir / "mosquitto", own_session=True, **options  # type: ignore[arg-type]
+        )
         platform.broker = f"Mosquitto on 127.0.0.1:{settings.mqtt_port}"
     else:
         broker = fallback_broker.AmqttBroker(platform.data_dir / "amqtt", **options)  # type: ignore[arg-type]
@@ -228,7 +229,7 @@ def _ignore_repeated_stop_signals() -> None:
         loop.add_signal_handler(signum, logger.warning, "stop already in progress signal=%s", signum.name)
 
 
-def _print_banner(settings: Settings, platform: Platform, started: list[str]) -> None:
+def _print_banner(settings: Settings, platform: Platform, started: list[str], demo: bool) -> None:
     base = local_http_url(settings)
     lines = [
         "",
@@ -244,6 +245,8 @@ def _print_banner(settings: Settings, platform: Platform, started: list[str]) ->
         f"  Database      {platform.database}",
         f"  Components    {', '.join(started) or 'none available yet'}",
     ]
+    if demo:
+        lines.append(f"  Demo traffic  {DEMO_RATE:g} signed NIX webhooks per second once the gateway is ready")
     if platform.generated:
         lines += ["", f"Generated credentials (kept in {platform.data_dir / 'secrets.json'}):"]
         lines += [f"  {variable}={value}" for variable, value in platform.generated.items()]

