@@ -66,8 +66,10 @@ class _RetryableResponse(Exception):
 
 
 def parse_retry_after(value: str | None, *, cap: float, now: datetime | None = None) -> float | None:
-    """Return the wait a `Retry-After` header asks for, in seconds within [0, cap]; None when the
-    header is missing or invalid. The header is either seconds or an HTTP date (RFC 9110)."""
+    """Return the wait that a `Retry-After` header requests, in seconds within [0, cap].
+
+    The header is either seconds or an HTTP date (RFC 9110). Return None when it is missing or invalid.
+    """
     if value is None:
         return None
     value = value.strip()
@@ -86,8 +88,11 @@ def parse_retry_after(value: str | None, *, cap: float, now: datetime | None = N
 
 
 class CircuitBreaker:
-    """Fails fast after `failure_threshold` consecutive failures; after `reset_after` seconds it lets
-    one trial request through (half-open), which closes it on success or opens it again on failure."""
+    """Circuit breaker that fails fast after `failure_threshold` consecutive failures.
+
+    After `reset_after` seconds it lets one trial request through (half-open). A success closes it
+    and a failure opens it again.
+    """
 
     def __init__(
         self, *, failure_threshold: int = 5, reset_after: float = 30.0, clock: Callable[[], float] = time.monotonic
@@ -202,7 +207,7 @@ class EntitlementsClient:
         except _RetryableResponse as error:
             logger.error("entitlement push gave up user_id=%s status=%s attempts=%s", user_id, error.status, self.attempts)
             raise EntitlementUnavailable(
-                f"REDETV!PLUS answered {error.status} for user {user_id} after the last retry; push it again later",
+                f"REDETV!PLUS returned {error.status} for user {user_id} on the last attempt; push it again later",
                 user_id=user_id,
                 status=error.status,
             ) from error
@@ -262,7 +267,8 @@ class EntitlementsClient:
 # ---------------------------------------------------------------------------------------------
 # Tracking pushes in PostgreSQL.
 
-# A claimed row is left to its pusher this long; after that another pusher may take it over.
+# A claimed row is left to its pusher this long, then another pusher may take it over. It exceeds
+# one push with the client's defaults (60 s of retries plus a 10 s request).
 CLAIM_SECONDS = 120
 
 
@@ -276,8 +282,10 @@ async def record_entitlement(
     until: datetime,
     reason: str,
 ) -> bool:
-    """Store the entitlement REDETV!PLUS should have, unless a newer version is stored already;
-    return whether a push is pending. Call it in the transaction that stores the subscription."""
+    """Store the entitlement REDETV!PLUS should have, unless a newer version is stored already.
+
+    Return whether a push is pending. Call it in the transaction that stores the subscription.
+    """
     pending: bool | None = await connection.fetchval(
         """
         INSERT INTO entitlement_pushes AS p (subscription_ref, user_id, version, active, until, reason)
@@ -304,26 +312,28 @@ class PushReport:
 
 
 async def push_pending(pool: asyncpg.Pool, client: EntitlementsClient, *, limit: int = 100) -> PushReport:
-    """Push the entitlements whose wanted value differs from the last one sent.
+    """Push up to `limit` entitlements whose wanted value differs from the last one sent.
 
-    Rows are claimed in a short transaction, so a slow REDETV!PLUS never holds a lock that the
-    consumers' transactions wait on, and two pushers never send one change twice.
+    Each row is claimed in its own short transaction just before its push. A slow REDETV!PLUS
+    therefore never holds a lock that the consumers' transactions wait on, and two pushers do not
+    send one change twice while its claim lasts.
     """
     report = PushReport()
-    async with pool.acquire() as connection:
-        rows = await connection.fetch(
+    for _ in range(limit):
+        row = await pool.fetchrow(
             """
-            UPDATE entitlement_pushes SET claimed_until = now() + make_interval(secs => $2)
-            WHERE subscription_ref IN (
+            UPDATE entitlement_pushes SET claimed_until = now() + make_interval(secs => $1)
+            WHERE subscription_ref = (
                 SELECT subscription_ref FROM entitlement_pushes
                 WHERE pending AND (claimed_until IS NULL OR claimed_until < now())
-                ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED)
             RETURNING subscription_ref, user_id, active, until, reason
             """,
-            limit, CLAIM_SECONDS,
+            CLAIM_SECONDS,
         )
+        if row is None:
+            break
 
-    for index, row in enumerate(rows):
         ref = row["subscription_ref"]
         try:
             await client.push(row["user_id"], active=row["active"], until=row["until"], reason=row["reason"])
@@ -333,9 +343,9 @@ async def push_pending(pool: asyncpg.Pool, client: EntitlementsClient, *, limit:
             await _finish(pool, ref, error=error)
             continue
         except EntitlementUnavailable as error:
+            logger.warning("entitlement pushes paused subscription_ref=%s user_id=%s error=%s", ref, error.user_id, error)
             report.unavailable = error
-            for unsent in rows[index:]:
-                await _finish(pool, unsent["subscription_ref"], error=error)
+            await _finish(pool, ref, error=error)
             break
 
         report.pushed += 1

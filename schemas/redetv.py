@@ -1,7 +1,7 @@
 """The REDETV!PLUS webhook payload and its translation into a subscription fact.
 
 The partner may add fields at any time, so unknown fields are accepted (the raw body stays in the
-inbox). The `user` object holds personal data: its known fields are `SecretStr`, unknown ones are
+inbox). The `user` object contains personal data: its known fields are `SecretStr`, unknown ones are
 dropped because they may be personal too, its `repr` shows the id only, and validation errors
 never echo the input.
 """
@@ -87,8 +87,10 @@ class RedetvWebhook(BaseModel):
 
 
 def to_fact(webhook: RedetvWebhook) -> LifecycleFact | None:
-    """Translate a webhook into the state machine's input; None for `user.updated`, which only
-    changes personal data."""
+    """Translate a webhook into the state machine's input fact.
+
+    Return None for `user.updated`, which only changes personal data.
+    """
     fact_type = FACT_BY_EVENT.get(webhook.event)
     if fact_type is None or webhook.subscription is None:
         return None

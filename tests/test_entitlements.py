@@ -39,7 +39,7 @@ UNTIL = datetime(2026, 2, 10, 12, 0, tzinfo=UTC)
 
 @dataclass
 class FakeRedetvPlus:
-    """A stand-in for the REDETV!PLUS entitlements API: answers from a script, then 200."""
+    """A stand-in for the REDETV!PLUS entitlements API that returns the scripted statuses, then 200."""
 
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     unknown_users: set[str] = field(default_factory=set)

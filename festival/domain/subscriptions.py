@@ -6,8 +6,8 @@ each event edits. It is derived from *evidence* that merges commutatively:
 - per REDETV!PLUS event kind, only the latest event by (`occurred_at`, `event_id`) is kept;
 - a cancellation is final: the earliest one is kept, lifecycle events before it are dropped and
   lifecycle events after it are illegal transitions;
-- NIX payments are kept one per charge and folded into paid periods in `paid_at` order; settled
-  refunds (`DEVOLVIDO`) and chargebacks are kept one per refund id and void their charge;
+- NIX payments are kept one per charge and folded into paid periods in `paid_at` order;
+- settled refunds (`DEVOLVIDO`) and chargebacks are kept one per refund id and void their charge;
 - the scheduler's period-end checks only advance the clock (the latest check time).
 
 Each merge is a max or a set union, so any order of the same events ends in the same evidence and
@@ -366,9 +366,9 @@ def entitlement(
 ) -> Entitlement:
     """Return whether the subscriber is entitled at `now`, until when, and why.
 
-    The stored status only moves when a fact arrives; this evaluates the rules at `now`, so a period
-    that ended since the last check already counts. Time never runs backwards: a `now` earlier
-    than the state's own time is treated as that time.
+    The stored status only moves when a fact arrives. This evaluates the rules at `now`, so a period
+    that ended since the last check already counts. A `now` earlier than the state's own time is
+    treated as that time.
     """
     moment = max(_utc(now, "now"), _as_of(state.evidence))
     return _evaluate(state.evidence, moment, grace_period)[1]
