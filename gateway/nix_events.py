@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 # One round trip for the inbox, the customer, the charge and the PIX that waited for it. A charge
 # already known is left as it is. The whole transaction is rolled back when `recorded` is false.
+# NOTE: a new charge whose txid another charge already has is not recorded, and no error is raised.
 RECORD_EVENT = """
 WITH delivery AS (
     INSERT INTO inbox (partner, delivery_id, endpoint, signed_at, body, event_ids, partner_event_id)
@@ -36,6 +37,10 @@ WITH delivery AS (
         cpf = coalesce(EXCLUDED.cpf, known.cpf),
         phone = coalesce(EXCLUDED.phone, known.phone),
         updated_at = now()
+    -- Every event repeats the customer; skip the write (and its dead row) when nothing changed.
+    WHERE (known.name, known.email, known.cpf, known.phone)
+        IS DISTINCT FROM (coalesce(EXCLUDED.name, known.name), coalesce(EXCLUDED.email, known.email),
+                          coalesce(EXCLUDED.cpf, known.cpf), coalesce(EXCLUDED.phone, known.phone))
 ), charge AS (
     INSERT INTO charges (charge_id, subscription_ref, method, amount, pix_txid, created_at)
     VALUES ($8, $9, $10, $11, $12, $18)

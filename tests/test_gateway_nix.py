@@ -274,3 +274,14 @@ async def test_charge_paid_and_pix_both_confirm(client: httpx.AsyncClient, db: a
     events = await _outbox(db)
     assert [event["type"] for event in events] == ["festival.payment.confirmed.v1"] * 2
     assert {event["subject"] for event in events} == {"ch_1"}
+
+
+async def test_customer_updated_by_later_event(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await post_signed(client, "/webhooks/nix", encode(nix_event("charge.created")))
+    changed = {"name": "Conceição Araújo", "email": "nova@example.com"}
+
+    await post_signed(client, "/webhooks/nix", encode(nix_event("charge.paid", customer=changed)))
+
+    customer = await db.fetchrow("SELECT email, cpf FROM customers WHERE subscription_ref = 'sub_1'")
+    assert customer["email"] == "nova@example.com"
+    assert customer["cpf"] == "123.456.789-09"
