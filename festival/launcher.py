@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 @dataclass
 class Platform:
-    """What `festival up` resolved: the values its children get and the banner prints."""
+    """Resolved state of `festival up`: the environment of its children and the facts of its banner."""
 
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -96,7 +96,7 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
     _print_banner(settings, platform, started, demo)
     await _wait_for_gateway(settings, "gateway" in started)
 
-    # The simulator starts once the gateway answers, so that its first webhooks are not lost.
+    # The simulator starts once the gateway responds, so that its first webhooks are not lost.
     if demo:
         arguments = ("simulate", "--url", local_http_url(settings), "--rate", str(DEMO_RATE))
         supervisor.start(Component("simulator", arguments, "producers.simulator"))
@@ -104,12 +104,12 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
 
 def _resolve_credentials(settings: Settings, store: SecretsStore, platform: Platform) -> None:
     """Fill every unset webhook secret and operator token from the store, generating what is missing."""
-    wanted = (
+    credential_settings = (
         ("FESTIVAL_NIX_WEBHOOK_SECRETS", settings.nix_webhook_secrets, "nix_webhook_secret"),
         ("FESTIVAL_REDETV_WEBHOOK_SECRETS", settings.redetv_webhook_secrets, "redetv_webhook_secret"),
         ("FESTIVAL_OPERATOR_TOKENS", settings.operator_tokens, "operator_token"),
     )
-    for variable, configured, stored_name in wanted:
+    for variable, configured, stored_name in credential_settings:
         if configured:
             continue
         value = store.get_or_create(stored_name)
@@ -178,7 +178,8 @@ async def _start_broker(
 
     stack.callback(broker.stop)
     await _run_blocking(broker.start)
-    logger.info("broker ready kind=%s pid=%s port=%s", "mosquitto" if use_mosquitto else "amqtt", broker.pid, broker.port)
+    kind = "mosquitto" if use_mosquitto else "amqtt"
+    logger.info("broker ready kind=%s pid=%s port=%s", kind, broker.pid, broker.port)
 
     platform.env["FESTIVAL_MQTT_URL"] = broker.service_url
     platform.generated["FESTIVAL_MQTT_URL"] = broker.service_url
@@ -254,7 +255,7 @@ def _print_banner(settings: Settings, platform: Platform, started: list[str], de
 
 
 async def _wait_for_gateway(settings: Settings, gateway_started: bool, timeout: float = 60.0) -> None:
-    """Log when the gateway answers `/healthz`, or a warning when it does not within `timeout` seconds."""
+    """Log when the gateway responds on `/healthz`, or a warning when it does not within `timeout` seconds."""
     if not gateway_started:
         return
 

@@ -1,4 +1,4 @@
-"""Checks that `festival up` runs before it starts anything, with messages that say what to change."""
+"""Checks that `festival up` runs before it starts anything; each error message names what to change."""
 
 import errno
 import socket
@@ -10,7 +10,7 @@ WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
 class LaunchError(Exception):
-    """`festival up` cannot start; the message says why and what to do."""
+    """`festival up` cannot start. The message gives the reason and what to do."""
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -39,9 +39,9 @@ def local_http_url(settings: Settings) -> str:
     return f"http://{host}:{settings.http_port}"
 
 
-def _suggest_port(host: str, taken: int) -> int:
-    """Return the next free port above `taken`, or any free port."""
-    for candidate in range(taken + 1, min(taken + 20, 65536)):
+def _suggest_port(host: str, in_use: int) -> int:
+    """Return the next free port above `in_use`, or any free port."""
+    for candidate in range(in_use + 1, min(in_use + 20, 65536)):
         if not port_in_use(host, candidate):
             return candidate
     return free_port(host)
@@ -53,7 +53,8 @@ def check_ports(settings: Settings) -> None:
     if port_in_use(http_host, settings.http_port):
         suggestion = _suggest_port(http_host, settings.http_port)
         raise LaunchError(
-            f"port {settings.http_port} on {settings.http_host} is already in use, so the gateway cannot listen on it.\n"
+            f"port {settings.http_port} on {settings.http_host} is already in use, "
+            "so the gateway cannot listen on it.\n"
             f"  Choose another port:       FESTIVAL_HTTP_PORT={suggestion} ./dev up\n"
             f"  Or stop the program that listens on port {settings.http_port}."
         )
@@ -74,5 +75,6 @@ def check_ports(settings: Settings) -> None:
                 f"port {port} on 127.0.0.1 is already in use, so the local broker cannot open its {listener} "
                 "listener there (a Mosquitto installed as a system service listens on 1883).\n"
                 f"  Choose another port:       {variable}={suggestion} ./dev up\n"
-                f"  Or use the running broker: FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{settings.mqtt_port} ./dev up"
+                "  Or use the running broker: "
+                f"FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{settings.mqtt_port} ./dev up"
             )

@@ -70,7 +70,8 @@ class Supervisor:
         if not component.is_available():
             logger.warning("component skipped name=%s reason=module %s not found", component.name, component.module)
             return False
-        self._tasks[component.name] = asyncio.create_task(self._supervise(component), name=f"supervise-{component.name}")
+        task = asyncio.create_task(self._supervise(component), name=f"supervise-{component.name}")
+        self._tasks[component.name] = task
         return True
 
     async def _spawn(self, component: Component) -> asyncio.subprocess.Process:

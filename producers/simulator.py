@@ -29,7 +29,7 @@ FAILURE_LOG_EVERY = 50
 
 
 class Simulator:
-    """Sends deliveries from `traffic` with the partners' secrets and counts the gateway's answers."""
+    """Sends deliveries from `traffic` with the partners' secrets and counts the gateway's responses."""
 
     def __init__(self, client: httpx.AsyncClient, secrets: dict[str, str], traffic: TrafficMix) -> None:
         self.client = client
@@ -71,7 +71,10 @@ class Simulator:
 
         if response.is_success:
             self.counts["duplicate" if item.redelivery else "accepted"] += 1
-            logger.debug("webhook sent partner=%s type=%s webhook_id=%s status=%s", item.partner, item.event_type, item.webhook_id, response.status_code)
+            logger.debug(
+                "webhook sent partner=%s type=%s webhook_id=%s status=%s",
+                item.partner, item.event_type, item.webhook_id, response.status_code,
+            )
         elif response.is_client_error:
             self._count_failure("rejected", item, status=response.status_code, code=_problem_code(response))
         else:
@@ -123,11 +126,16 @@ async def run_simulator(
         logger.error("simulator rate must be positive, got rate=%s", rate)
         return 2
 
+    # httpx logs every request at INFO; the summary and the failure lines are enough here.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
     secrets = {"nix": settings.nix_webhook_secrets[0].get_secret_value()}
     base_url = url or local_http_url(settings)
     traffic = build_traffic(random.Random(seed), set(secrets))
 
-    logger.info("simulator started url=%s rate=%s count=%s partners=%s", base_url, rate, count or "unbounded", ",".join(secrets))
+    logger.info(
+        "simulator started url=%s rate=%s count=%s partners=%s",
+        base_url, rate, count or "unbounded", ",".join(secrets),
+    )
     async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
         simulator = Simulator(client, secrets, traffic)
         try:

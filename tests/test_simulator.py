@@ -177,9 +177,10 @@ class FakeGateway:
 
 
 @pytest.fixture
-async def gateway_url() -> AsyncIterator[tuple[str, FakeGateway]]:
+async def fake_gateway() -> AsyncIterator[tuple[str, FakeGateway]]:
     fake = FakeGateway(SECRET)
-    app = Starlette(routes=[Route(path, fake.receive, methods=["POST"]) for path in ("/webhooks/nix", "/webhooks/nix/pix")])
+    routes = [Route(path, fake.receive, methods=["POST"]) for path in ("/webhooks/nix", "/webhooks/nix/pix")]
+    app = Starlette(routes=routes)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(), name="fake-gateway")
@@ -195,31 +196,33 @@ def simulator_settings(secret: str) -> Settings:
     return Settings(nix_webhook_secrets=[secret])  # type: ignore[list-item]
 
 
-async def test_run_sends_count(gateway_url: tuple[str, FakeGateway]) -> None:
-    url, fake = gateway_url
+async def test_run_sends_count(fake_gateway: tuple[str, FakeGateway]) -> None:
+    url, fake = fake_gateway
     code = await run_simulator(simulator_settings(SECRET), url, rate=500.0, count=40, seed=1)
     assert code == 0
     assert len(fake.received) == 40
 
 
-async def test_run_summary_counts(gateway_url: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
-    url, fake = gateway_url
+async def test_run_summary_counts(fake_gateway: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
+    url, fake = fake_gateway
     caplog.set_level(logging.INFO, logger="producers.simulator")
     await run_simulator(simulator_settings(SECRET), url, rate=500.0, count=60, seed=2)
-    summary = [record.getMessage() for record in caplog.records if record.getMessage().startswith("simulator stopped")]
+    messages = [record.getMessage() for record in caplog.records]
+    summary = [message for message in messages if message.startswith("simulator stopped")]
     duplicates = len(fake.ids) - len(set(fake.ids))
-    assert summary == [f"simulator stopped sent=60 accepted={60 - duplicates} duplicate={duplicates} rejected=0 failed=0 unreachable=0"]
+    expected = f"sent=60 accepted={60 - duplicates} duplicate={duplicates} rejected=0 failed=0 unreachable=0"
+    assert summary == [f"simulator stopped {expected}"]
 
 
-async def test_run_counts_rejections(gateway_url: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
-    url, fake = gateway_url
+async def test_run_counts_rejections(fake_gateway: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
+    url, fake = fake_gateway
     caplog.set_level(logging.INFO, logger="producers.simulator")
     await run_simulator(simulator_settings(OTHER_SECRET), url, rate=500.0, count=10, seed=3)
     assert any("rejected=10" in record.getMessage() for record in caplog.records)
 
 
-async def test_run_logs_no_personal_data(gateway_url: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
-    url, fake = gateway_url
+async def test_run_logs_no_personal_data(fake_gateway: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
+    url, fake = fake_gateway
     caplog.set_level(logging.DEBUG)
     # The wrong secret makes every delivery rejected, so the warning path is logged too.
     await run_simulator(simulator_settings(OTHER_SECRET), url, rate=500.0, count=30, seed=4)
