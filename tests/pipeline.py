@@ -18,7 +18,7 @@ from broker.connection import aiomqtt_client
 from consumers.runner import start_consumer
 from festival.outbox import Outbox
 from festival.settings import Settings
-from producers.relay import Relay
+from producers.relay import Relay, run_relay
 from schemas.events import PaymentConfirmed
 
 
@@ -33,6 +33,17 @@ async def running_relay(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def relay_task(settings: Settings) -> AsyncIterator[None]:
+    """Run the production relay loop, with its reconnects, for the duration of the block."""
+    task = asyncio.create_task(run_relay(settings), name="test-relay")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

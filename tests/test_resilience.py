@@ -1,27 +1,14 @@
 """The relay and consumers lose nothing across broker and database restarts."""
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from festival.services import EmbeddedPostgres, Mosquitto
 from festival.settings import Settings
-from producers.relay import run_relay
 from tests.helpers import wait_until
-from tests.pipeline import all_applied, confirmed, create_open_draw, enqueue, running_consumer
-
-
-@contextlib.asynccontextmanager
-async def relay_task(settings: Settings) -> AsyncIterator[None]:
-    task = asyncio.create_task(run_relay(settings), name="test-relay")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+from tests.pipeline import all_applied, confirmed, create_open_draw, enqueue, relay_task, running_consumer
 
 
 async def _payments(pool: asyncpg.Pool) -> int:
