@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from uuid6 import uuid7
 
 
@@ -25,6 +25,13 @@ class Envelope(BaseModel):
     data: dict[str, Any]
     traceparent: str | None = None
     tracestate: str | None = None
+
+    @field_validator("traceparent", "tracestate", mode="before")
+    @classmethod
+    def _drop_non_text_context(cls, value: object) -> object:
+        # Trace context is optional metadata: a value of the wrong JSON type starts a new
+        # trace instead of making the whole event invalid.
+        return value if value is None or isinstance(value, str) else None
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

@@ -7,17 +7,20 @@ relay publishes again every delivery still pending after its due time.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
+from opentelemetry import trace
 from pydantic import ValidationError
 
-from broker import topics
+from broker import topics, tracing
 from broker.envelope import Envelope, event_type
 from festival.outbox import Outbox
+from festival.telemetry_metrics import dead_letters, event_latency, events_applied, events_failed, topic_attribute
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,8 @@ class DeliveryHandler:
         self.outbox = outbox
         self.policy = policy
 
-    async def handle(self, payload: bytes, topic: str) -> Outcome:
+    async def handle(self, payload: bytes, topic: str, properties: Mapping[str, Any] | None = None) -> Outcome:
+        """Apply one delivered message inside a CONSUMER span; `properties` are its MQTT 5 user properties."""
         try:
             envelope = Envelope.from_json(payload)
         except ValidationError as error:
@@ -64,6 +68,27 @@ class DeliveryHandler:
             logger.error("invalid envelope consumer=%s topic=%s error_count=%d", self.consumer, topic, error.error_count())
             return Outcome.INVALID
 
+        with tracing.process_span(
+            envelope, topic, consumer=self.consumer, properties=properties, body_size=len(payload)
+        ) as span:
+            outcome = await self._handle(envelope, topic)
+            tracing.record_outcome(span, outcome, failed=outcome in (Outcome.FAILED, Outcome.DEAD))
+        self._record_metrics(envelope, topic, outcome)
+        return outcome
+
+    def _record_metrics(self, envelope: Envelope, topic: str, outcome: Outcome) -> None:
+        attributes = {"festival.consumer": self.consumer, "festival.topic": topic_attribute(topic, self.outbox.topic_root)}
+        if outcome is Outcome.APPLIED:
+            events_applied.add(1, attributes)
+            # The envelope's time is set when the gateway stores the event, as the webhook arrives.
+            event_latency.record(max((datetime.now(UTC) - envelope.time).total_seconds(), 0.0), attributes)
+        elif outcome is Outcome.FAILED:
+            events_failed.add(1, attributes)
+        elif outcome is Outcome.DEAD:
+            events_failed.add(1, attributes)
+            dead_letters.add(1, attributes)
+
+    async def _handle(self, envelope: Envelope, topic: str) -> Outcome:
         for attempt in range(1, IMMEDIATE_RETRIES + 1):
             try:
                 return await self._apply_once(envelope)
@@ -73,6 +98,7 @@ class DeliveryHandler:
                     self.consumer, envelope.id, attempt, error,
                 )
             except DATABASE_DOWN as error:
+                tracing.record_error(trace.get_current_span(), type(error).__qualname__)
                 logger.warning(
                     "database unavailable consumer=%s event_id=%s error=%r; the relay will redeliver",
                     self.consumer, envelope.id, error,
@@ -80,6 +106,7 @@ class DeliveryHandler:
                 return Outcome.FAILED
             except Exception as error:
                 logger.exception("apply failed consumer=%s event_id=%s type=%s", self.consumer, envelope.id, envelope.type)
+                tracing.record_error(trace.get_current_span(), type(error).__qualname__)
                 return await self._record_failure(envelope, topic, error)
         return await self._record_failure(envelope, topic, RuntimeError("lock conflicts persisted"))
 
@@ -150,5 +177,6 @@ class DeliveryHandler:
                 "attempts": attempts,
                 "error": reason,
             },
+            **tracing.current_trace_fields(),
         )
         await self.outbox.enqueue(connection, topics.dead_letters(self.consumer), notice)

@@ -40,7 +40,8 @@ def subscribe(broker: MQTTBroker, handler: DeliveryHandler, settings: Settings) 
         shared = handler.consumer if settings.mqtt_shared_subscriptions else None
 
         async def on_message(message: MQTTMessage) -> None:
-            await handler.handle(message.body, message.raw_message.topic)
+            # On MQTT 5 the headers are the user properties, which repeat the trace context.
+            await handler.handle(message.body, message.raw_message.topic, message.headers)
 
         broker.subscriber(topic, qos=QoS.AT_LEAST_ONCE, shared=shared, max_workers=WORKERS, title=f"{handler.consumer}:{relative}")(on_message)
 

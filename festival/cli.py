@@ -14,6 +14,8 @@ from festival.settings import Settings, SettingsError, load_settings
 logger = logging.getLogger("festival")
 
 CONSUMERS = ("payments", "subscriptions", "draws")
+# Commands that run a component and so set up OpenTelemetry from the OTEL_* variables.
+TELEMETRY_COMMANDS = ("gateway", "relay", "scheduler", "consumer", "simulate")
 
 
 def _run_until_signalled(main: Callable[[], Awaitable[Any]]) -> int:
@@ -97,11 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     component = args.command if args.command != "consumer" else f"consumer-{args.name}"
     configure_logging(settings.log_level, settings.log_format, component)
 
+    from festival.telemetry import TelemetryConfigError
+
     try:
+        if args.command in TELEMETRY_COMMANDS:
+            return _dispatch_with_telemetry(args, settings, component)
         return _dispatch(args, settings)
-    except SettingsError as error:
+    except (SettingsError, TelemetryConfigError) as error:
         print(f"festival: {error}", file=sys.stderr)
         return 2
+
+
+def _dispatch_with_telemetry(args: argparse.Namespace, settings: Settings, component: str) -> int:
+    from festival.telemetry import configured
+
+    # The gateway serves its metrics on its own HTTP port, at /metrics.
+    port = None if args.command == "gateway" else settings.metrics_port
+    with configured(f"festival-{component}", metrics_host=settings.metrics_host, metrics_port=port):
+        return _dispatch(args, settings)
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     lucky_number_price: Decimal = Field(default=Decimal("10.00"), gt=0)
     draw_series: int = Field(default=1, ge=1, le=1000)
 
+    # Prometheus text format of the relay, scheduler and consumers on this port (unset: not served);
+    # the gateway serves it on /metrics. Telemetry itself is configured by the OTEL_* variables.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -15,6 +15,7 @@ from festival.settings import Settings
 from gateway.openapi import install_openapi_components
 from gateway.problems import install_problem_handlers
 from gateway.signing import WebhookVerifier
+from gateway.telemetry import instrument
 
 logger = logging.getLogger(__name__)
 
@@ -61,4 +62,5 @@ def create_app(settings: Settings) -> FastAPI:
     for router in routers():
         app.include_router(router)
     install_openapi_components(app)
+    instrument(app)
     return app

@@ -16,13 +16,18 @@ from typing import Any
 import aiomqtt
 import asyncpg
 
+from broker import tracing
 from broker.connection import aiomqtt_client
+from festival import telemetry
 from festival.db import create_pool, migrate
 from festival.settings import Settings
+from festival.telemetry_metrics import events_published, outbox_sampler, topic_attribute
 
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "festival_outbox"
+# Seconds between two reads of the outbox backlog for the metrics.
+OUTBOX_SAMPLE_SECONDS = 10.0
 # A delivery still pending after a redelivery waits longer each time, up to this many periods.
 MAX_REDELIVERY_BACKOFF = 16
 
@@ -43,17 +48,25 @@ class OutgoingMessage:
     topic: str
     payload: bytes
     retain: bool
-    traceparent: str | None
+    # `traceparent` and `tracestate` as the envelope carries them: the event's creation context.
+    trace_fields: dict[str, Any]
+    redelivery: bool = False
+
+    @property
+    def traceparent(self) -> str | None:
+        value = self.trace_fields.get(tracing.TRACEPARENT)
+        return value if isinstance(value, str) else None
 
 
-def _message(row: asyncpg.Record) -> OutgoingMessage:
+def _message(row: asyncpg.Record, *, redelivery: bool = False) -> OutgoingMessage:
     envelope = row["envelope"]
     return OutgoingMessage(
         event_id=row["event_id"],
         topic=row["topic"],
         payload=json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode(),
         retain=row["retain"],
-        traceparent=envelope.get("traceparent"),
+        trace_fields={name: envelope[name] for name in tracing.TRACE_FIELDS if name in envelope},
+        redelivery=redelivery,
     )
 
 
@@ -70,16 +83,24 @@ class Relay:
         await asyncio.gather(*(self._publish_one(client, message) for message in messages))
 
     async def _publish_one(self, client: aiomqtt.Client, message: OutgoingMessage) -> None:
-        properties = None
-        if self._mqtt5 and message.traceparent:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
+        topic = topic_attribute(message.topic, self.settings.topic_root)
+        with tracing.publish_span(
+            message.topic,
+            message_id=str(message.event_id),
+            creation=message.trace_fields,
+            attributes={tracing.FESTIVAL_REDELIVERY: message.redelivery, tracing.MESSAGING_MESSAGE_BODY_SIZE: len(message.payload)},
+        ) as publication:
+            properties = None
+            if self._mqtt5 and publication.user_properties:
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
 
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = [("traceparent", message.traceparent)]
-        await client.publish(
-            message.topic, message.payload, qos=1, retain=message.retain, properties=properties, timeout=10
-        )
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.UserProperty = publication.user_properties
+            await client.publish(
+                message.topic, message.payload, qos=1, retain=message.retain, properties=properties, timeout=10
+            )
+        events_published.add(1, {"festival.topic": topic, "festival.redelivery": message.redelivery})
 
     async def publish_pending(self, pool: asyncpg.Pool, client: aiomqtt.Client) -> int:
         """Publish one batch of unpublished outbox rows; return how many were published."""
@@ -115,7 +136,7 @@ class Relay:
                 return 0
 
             # An event pending for several consumers is published once for all of them.
-            unique = {row["event_id"]: _message(row) for row in rows}
+            unique = {row["event_id"]: _message(row, redelivery=True) for row in rows}
             await self.publish(client, list(unique.values()))
 
             await connection.executemany(
@@ -136,7 +157,15 @@ class Relay:
         return self.settings.redelivery_after_seconds * factor * random.uniform(0.9, 1.1)
 
     async def drain(self, pool: asyncpg.Pool, client: aiomqtt.Client) -> None:
-        """Publish until the outbox is empty and nothing is due, waiting for a notification in between."""
+        """Publish until the outbox is empty and nothing is due, waiting for a notification in between.
+
+        The polling queries record no spans (each poll would start a trace); the publish spans
+        are children of each event's creation context and are recorded.
+        """
+        with telemetry.suppressed():
+            await self._drain(pool, client)
+
+    async def _drain(self, pool: asyncpg.Pool, client: aiomqtt.Client) -> None:
         while True:
             self.wakeup.clear()
             published = await self.publish_pending(pool, client)
@@ -175,6 +204,11 @@ async def _listen(settings: Settings, relay: Relay) -> None:
         delay = min(delay * 2, 10)
 
 
+async def _sample_outbox(pool: asyncpg.Pool) -> None:
+    with telemetry.suppressed():
+        await outbox_sampler.run(pool, OUTBOX_SAMPLE_SECONDS)
+
+
 async def run_relay(settings: Settings) -> None:
     """Run the relay until cancelled, reconnecting to the broker and the database as needed."""
     url = settings.require_database_url()
@@ -182,6 +216,7 @@ async def run_relay(settings: Settings) -> None:
     relay = Relay(settings)
     pool = await create_pool(url, max_size=4)
     listener = asyncio.create_task(_listen(settings, relay), name="relay-listener")
+    sampler = asyncio.create_task(_sample_outbox(pool), name="relay-outbox-sampler")
     logger.info("relay started topic_root=%s mqtt_version=%s", settings.topic_root, settings.mqtt_version)
 
     delay = 0.5
@@ -198,6 +233,7 @@ async def run_relay(settings: Settings) -> None:
                 delay = min(delay * 2, 10)
     finally:
         listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
+        sampler.cancel()
+        await asyncio.gather(listener, sampler, return_exceptions=True)
         await pool.close()
         logger.info("relay stopped")
