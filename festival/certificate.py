@@ -1,7 +1,7 @@
 """The draw certificate (ata do sorteio): a PDF in Brazilian Portuguese with everything needed to audit a draw.
 
 Winners appear as first name plus initial and a masked CPF. The caller passes values already masked
-(`CertificateWinner.from_customer` masks raw values), so the PDF never holds personal data.
+(`CertificateWinner.from_customer` masks raw values), so the PDF never contains personal data.
 Times are shown in Brasília time (America/Sao_Paulo).
 """
 

@@ -77,6 +77,6 @@ def test_no_entries() -> None:
 
 
 def test_winner_in_other_series_by_approximation() -> None:
-    # Base 1-64455 with 20 series; nobody holds a number in series 1 from 64455 on, so series 2 wins.
+    # Base 1-64455 with 20 series; no number of series 1 from 64455 on is held, so series 2 wins.
     snapshot = freeze_numbers([50_000, 2 * 100_000 + 3])
     assert loteria_winners(EXAMPLE, 20, snapshot, 1) == [Winner(1, 200_003)]

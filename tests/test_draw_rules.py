@@ -42,7 +42,7 @@ def test_seed_bytes_rejects_invalid(seed: str) -> None:
         seed_bytes(seed)
 
 
-def test_snapshot_hash_is_sha256_of_sorted_u64_big_endian() -> None:
+def test_snapshot_hash_canonical_bytes() -> None:
     snapshot = freeze_numbers([30, 10, 20])
     expected = hashlib.sha256(b"".join(n.to_bytes(8, "big") for n in (10, 20, 30))).hexdigest()
     assert snapshot.sha256 == expected

@@ -6,8 +6,8 @@ result cannot depend on anything the operator controls. The rules here (docs/dra
 1. Base number within a series: the units digit of the 1st to the 5th prize, read top to bottom.
    50366, 33514, 45504, 94365, 51105 give 6, 4, 4, 5, 5, so the base number is 64455.
 2. Series (only when the draw has more than one): the tens digits of the 1st, 2nd, … prize, read
-   top to bottom, as many digits as the last series index has (one digit up to 10 series, two up
-   to 100, three up to 1,000). A value that is not a series of the draw is reduced modulo the
+   top to bottom. It takes as many digits as the last series index has: one up to 10 series, two
+   up to 100, three up to 1,000. A value that is not a series of the draw is reduced modulo the
    series count. With the example above and 20 series, the tens digits 6 and 1 give series 61,
    and 61 mod 20 = 1. The base number is then series × 100,000 + the 5-digit number.
 3. Approximation: if nobody holds the base number, the prize goes to the nearest number held above

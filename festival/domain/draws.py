@@ -36,7 +36,7 @@ class SnapshotError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    """A lucky number at cut-off, with the subscription that holds it."""
+    """A lucky number at cut-off and the subscription that owns it."""
 
     number: int
     subscription_ref: str

@@ -1,4 +1,4 @@
-"""How winners appear in public: first name plus initial, and a masked CPF.
+"""Public display of winners: first name plus initial, and a masked CPF.
 
 Public outputs (the certificate, live screens, `draw_winners`) use these helpers and never the raw
 values from `customers`.
