@@ -245,11 +245,12 @@ def _instrument_clients() -> None:
 def configured(service_name: str, *, metrics_host: str = "127.0.0.1", metrics_port: int | None = None) -> Iterator[Telemetry]:
     """Configure telemetry for the block, serve Prometheus on `metrics_port` if set, and shut down after.
 
-    The port serves the text format at any path, `/metrics` included.
+    The port serves the text format at any path, `/metrics` included. With `OTEL_SDK_DISABLED`
+    it still answers, with the process metrics only, so health checks that probe it keep working.
     """
     telemetry = configure(service_name, prometheus=metrics_port is not None)
     server = None
-    if metrics_port is not None and telemetry.prometheus:
+    if metrics_port is not None:
         import prometheus_client
 
         server, _ = prometheus_client.start_http_server(metrics_port, addr=metrics_host)
