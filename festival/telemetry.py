@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 logger = logging.getLogger(__name__)
 
-# Seconds one OTLP export may take, retries included, unless OTEL_EXPORTER_OTLP_TIMEOUT says otherwise.
+# Seconds one OTLP export may take, retries included, unless OTEL_EXPORTER_OTLP_TIMEOUT sets another value.
 EXPORT_TIMEOUT_SECONDS = 3.0
 # Seconds `Telemetry.shutdown` waits for the last export before it drops what is left.
 SHUTDOWN_SECONDS = 4.0

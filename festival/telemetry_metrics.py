@@ -29,7 +29,7 @@ DRAW_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 
 webhooks = _meter.create_counter(
     "festival.webhooks",
     unit="{webhook}",
-    description="Partner webhooks answered, by partner, outcome (accepted, duplicate, rejected) and reason",
+    description="Partner webhook responses, by partner, outcome (accepted, duplicate, rejected) and reason",
 )
 events_published = _meter.create_counter(
     "festival.events.published",

@@ -1,7 +1,7 @@
 """In-memory telemetry for tests: the process's global providers, installed once per session.
 
 OpenTelemetry accepts one global tracer and meter provider per process, so every telemetry test
-shares these; each test clears the finished spans first and filters by trace id.
+shares these. Each test clears the finished spans first and filters them by trace id.
 """
 
 from collections.abc import Iterable, Iterator
