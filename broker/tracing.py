@@ -54,8 +54,8 @@ _tracer = trace.get_tracer("festival.broker")
 def current_trace_fields() -> dict[str, str]:
     """Return `traceparent` (and `tracestate`) of the current span, or {} outside a recorded trace.
 
-    The result is meant for `Envelope(**fields)`: an event created inside a span carries that
-    span's context as its creation context.
+    The result fills an envelope's `traceparent` and `tracestate`, so an event created inside a
+    span carries that span's context as its creation context.
     """
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)

@@ -164,6 +164,7 @@ class DeliveryHandler:
             "INSERT INTO dead_letters (event_id, consumer, topic, error, attempts) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             envelope.id, self.consumer, topic, reason, attempts,
         )
+        trace_fields = tracing.current_trace_fields()
         notice = Envelope(
             source=f"/consumers/{self.consumer}",
             type=event_type("dead_letter.recorded"),
@@ -177,6 +178,7 @@ class DeliveryHandler:
                 "attempts": attempts,
                 "error": reason,
             },
-            **tracing.current_trace_fields(),
+            traceparent=trace_fields.get(tracing.TRACEPARENT),
+            tracestate=trace_fields.get(tracing.TRACESTATE),
         )
         await self.outbox.enqueue(connection, topics.dead_letters(self.consumer), notice)

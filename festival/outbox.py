@@ -8,19 +8,21 @@ import asyncpg
 
 from broker import topics
 from broker.envelope import Envelope
-from broker.tracing import current_trace_fields
+from broker.tracing import TRACEPARENT, TRACESTATE, current_trace_fields
 from festival.settings import Settings
 from schemas.events import EventData
 
 
 def envelope_for(data: EventData, *, source: str, subject: str) -> Envelope:
     """Wrap canonical event data in a new envelope that carries the current trace context."""
+    trace_fields = current_trace_fields()
     return Envelope(
         source=source,
         type=data.TYPE,
         subject=subject,
         data=data.model_dump(mode="json"),
-        **current_trace_fields(),
+        traceparent=trace_fields.get(TRACEPARENT),
+        tracestate=trace_fields.get(TRACESTATE),
     )
 
 

@@ -237,7 +237,7 @@ def _instrument_clients() -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     # Parameters stay out of spans: they may hold personal data. Only the SQL text is recorded.
-    AsyncPGInstrumentor(capture_parameters=False).instrument()
+    AsyncPGInstrumentor(capture_parameters=False).instrument()  # type: ignore[no-untyped-call]
     HTTPXClientInstrumentor().instrument()
 
 

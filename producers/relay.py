@@ -95,7 +95,7 @@ class Relay:
                 from paho.mqtt.packettypes import PacketTypes
                 from paho.mqtt.properties import Properties
 
-                properties = Properties(PacketTypes.PUBLISH)
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                 properties.UserProperty = publication.user_properties
             await client.publish(
                 message.topic, message.payload, qos=1, retain=message.retain, properties=properties, timeout=10

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind
 from broker import tracing
 from broker.connection import aiomqtt_client
 from broker.envelope import Envelope
+from consumers.delivery import DeliveryHandler, DeliveryPolicy, Outcome
 from festival.outbox import Outbox, envelope_for
 from festival.settings import Settings
 from schemas.events import PaymentConfirmed
@@ -83,12 +84,35 @@ async def test_webhook_one_trace(capture: Capture, versioned: Settings, pool: as
     in_trace = _trace_of(spans, server)
     publish = one(in_trace, kind=SpanKind.PRODUCER, name_prefix=f"publish {root}/payments/confirmed")
     process = one(in_trace, kind=SpanKind.CONSUMER, name_prefix=f"process {root}/payments/confirmed")
-    changed = one(in_trace, kind=SpanKind.PRODUCER, name_prefix=f"publish {root}/subscriptions/changed")
     assert _parent_id(publish) == server.context.span_id
     assert _linked_ids(publish) == [server.context.span_id]
     assert _parent_id(process) == server.context.span_id
     assert _linked_ids(process) == [server.context.span_id]
-    assert _parent_id(changed) == process.context.span_id
+
+
+async def test_consumer_event_continues_trace(capture: Capture, versioned: Settings, pool: asyncpg.Pool) -> None:
+    outbox = Outbox.from_settings(versioned)
+    with trace.get_tracer("tests").start_as_current_span("request"):
+        first = envelope_for(confirmed("sub-1"), source="/tests", subject="ch_1")
+    async with pool.acquire() as connection:
+        await outbox.enqueue(connection, "payments/confirmed", first)
+    follow_ups: list[Envelope] = []
+
+    async def publish_follow_up(connection: asyncpg.Connection, envelope: Envelope) -> None:
+        follow_ups.append(await outbox.publish(connection, confirmed("sub-2"), source="/tests", subject="ch_2"))
+
+    handler = DeliveryHandler("payments", publish_follow_up, pool, outbox, DeliveryPolicy(3, 1.0))
+    outcome = await handler.handle(first.to_json(), f"{versioned.topic_root}/payments/confirmed")
+    async with running_relay(versioned, pool):
+        await wait_until(lambda: _all_published(pool))
+
+    spans = capture.finished()
+    process = one(spans, kind=SpanKind.CONSUMER, name_prefix="process")
+    follow_up = [span for span in spans if (span.attributes or {}).get("messaging.message.id") == str(follow_ups[0].id)]
+    assert outcome is Outcome.APPLIED
+    assert [span.kind for span in follow_up] == [SpanKind.PRODUCER]
+    assert _parent_id(follow_up[0]) == process.context.span_id
+    assert follow_up[0].context.trace_id == process.context.trace_id
 
 
 async def test_webhook_database_spans(capture: Capture, versioned: Settings, pool: asyncpg.Pool) -> None:
