@@ -20,12 +20,14 @@ from schemas.events import (
     PaymentFailed,
     PaymentRefunded,
     SubscriptionChanged,
+    SubscriptionUpdated,
 )
 
 CONSUMED: dict[str, type[EventData]] = {
     topics.PAYMENTS_CONFIRMED: PaymentConfirmed,
     topics.PAYMENTS_FAILED: PaymentFailed,
     topics.PAYMENTS_REFUNDED: PaymentRefunded,
+    topics.SUBSCRIPTIONS_UPDATED: SubscriptionUpdated,
     topics.SUBSCRIPTIONS_CHANGED: SubscriptionChanged,
     topics.DRAWS_TRIGGERED: DrawTriggered,
 }

@@ -10,6 +10,8 @@ PAYMENTS_CONFIRMED = "payments/confirmed"
 PAYMENTS_FAILED = "payments/failed"
 PAYMENTS_REFUNDED = "payments/refunded"
 SUBSCRIPTIONS_CHANGED = "subscriptions/changed"
+# REDETV!PLUS lifecycle events (created, renewed, ...), translated by the gateway.
+SUBSCRIPTIONS_UPDATED = "subscriptions/updated"
 DRAWS_TRIGGERED = "draws/triggered"
 DRAWS_CURRENT = "draws/current"
 
@@ -32,6 +34,7 @@ CONSUMERS_BY_TOPIC: dict[str, tuple[str, ...]] = {
     PAYMENTS_CONFIRMED: ("payments",),
     PAYMENTS_FAILED: ("payments",),
     PAYMENTS_REFUNDED: ("payments",),
+    SUBSCRIPTIONS_UPDATED: ("subscriptions",),
     SUBSCRIPTIONS_CHANGED: ("subscriptions",),
     DRAWS_TRIGGERED: ("draws",),
 }

@@ -1,29 +1,32 @@
-"""Payments consumer: records NIX payments, keeps subscriptions paid and issues lucky numbers."""
+"""Payments consumer: records NIX payments and applies them to the subscription state machine.
+
+A payment is recorded once per charge. Its effect on the subscription (status, paid period, lucky
+numbers, notifications) goes through `SubscriptionStore`, which holds it while the subscription is
+unknown and applies it, lucky numbers included, when REDETV!PLUS announces the subscription.
+"""
 
 import logging
-from datetime import datetime
 
 import asyncpg
-from dateutil.relativedelta import relativedelta
 
 from broker.envelope import Envelope
 from consumers import lucky_numbers
 from consumers.delivery import Apply
-from festival.outbox import Outbox
+from consumers.subscription_store import SubscriptionStore, lock
+from festival.domain.subscriptions import ChargeChargedBack, ChargeFailed, ChargePaid, ChargeRefunded, PaymentFact
 from festival.settings import Settings
-from schemas.events import PaymentConfirmed, PaymentFailed, PaymentRefunded, SubscriptionChanged
+from schemas.events import PaymentConfirmed, PaymentFailed, PaymentRefunded
 
 logger = logging.getLogger(__name__)
 
 NAME = "payments"
 SOURCE = "/consumers/payments"
-PERIODS = {"mensal": relativedelta(months=1), "anual": relativedelta(years=1)}
 
 
 class PaymentsConsumer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.outbox = Outbox.from_settings(settings)
+        self.store = SubscriptionStore.from_settings(settings, source=SOURCE)
 
     async def apply(self, connection: asyncpg.Connection, envelope: Envelope) -> None:
         if envelope.type == PaymentConfirmed.TYPE:
@@ -31,12 +34,13 @@ class PaymentsConsumer:
         elif envelope.type == PaymentFailed.TYPE:
             await self.record_failed(connection, envelope, PaymentFailed.model_validate(envelope.data))
         elif envelope.type == PaymentRefunded.TYPE:
-            await self.record_refund(connection, PaymentRefunded.model_validate(envelope.data))
+            await self.record_refund(connection, envelope, PaymentRefunded.model_validate(envelope.data))
         else:
             raise ValueError(f"payments consumer cannot apply event type {envelope.type!r}")
 
     async def record_confirmed(self, connection: asyncpg.Connection, envelope: Envelope, event: PaymentConfirmed) -> None:
-        subscription = await self._lock_subscription(connection, event.subscription_ref)
+        # Taken first, so that the payment row and the state change follow one order per subscription.
+        await lock(connection, event.subscription_ref)
 
         inserted = await connection.fetchval(
             "INSERT INTO payments (charge_id, subscription_ref, event_id, method, amount, status, paid_at)"
@@ -54,34 +58,43 @@ class PaymentsConsumer:
             event.charge_id,
         )
         if settled_refund:
-            # The refund or chargeback overtook the confirmation: the payment earns nothing.
+            # The refund or chargeback overtook the confirmation: the payment earns no lucky numbers.
             await connection.execute("UPDATE payments SET status = $2 WHERE charge_id = $1", event.charge_id, settled_refund)
             logger.warning("confirmation after settled refund charge_id=%s status=%s", event.charge_id, settled_refund)
-            return
 
-        period_end = self._extended_period_end(subscription, event.paid_at)
-        quantity = lucky_numbers.quantity_for(event.amount, self.settings.lucky_number_price)
-        issued = await lucky_numbers.issue(connection, event.charge_id, event.subscription_ref, quantity)
-
-        await self._change_status(
-            connection, subscription, envelope, "active", period_end,
-            reason=f"payment confirmed charge_id={event.charge_id}", occurred_at=event.paid_at,
-            lucky_numbers_issued=len(issued.numbers),
+        fact = ChargePaid(
+            subscription_ref=event.subscription_ref,
+            event_id=str(envelope.id),
+            occurred_at=event.paid_at,
+            charge_id=event.charge_id,
+            amount=event.amount,
         )
+        decision = await self.store.apply_fact(connection, fact, event_id=envelope.id)
         logger.info(
-            "payment confirmed charge_id=%s subscription_ref=%s draw_id=%s lucky_numbers=%d",
-            event.charge_id, event.subscription_ref, issued.draw_id, len(issued.numbers),
+            "payment confirmed charge_id=%s subscription_ref=%s held=%s",
+            event.charge_id, event.subscription_ref, decision.hold,
         )
 
     async def record_failed(self, connection: asyncpg.Connection, envelope: Envelope, event: PaymentFailed) -> None:
-        await connection.execute(
+        await lock(connection, event.subscription_ref)
+        inserted = await connection.fetchval(
             "INSERT INTO payment_failures (event_id, charge_id, subscription_ref, reason, failed_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
             envelope.id, event.charge_id, event.subscription_ref, event.reason, event.failed_at,
         )
         logger.info("payment failed charge_id=%s subscription_ref=%s", event.charge_id, event.subscription_ref)
+        if inserted:
+            fact = ChargeFailed(
+                subscription_ref=event.subscription_ref,
+                event_id=str(envelope.id),
+                occurred_at=event.failed_at,
+                charge_id=event.charge_id,
+                reason=event.reason,
+            )
+            await self.store.apply_fact(connection, fact, event_id=envelope.id)
 
-    async def record_refund(self, connection: asyncpg.Connection, event: PaymentRefunded) -> None:
+    async def record_refund(self, connection: asyncpg.Connection, envelope: Envelope, event: PaymentRefunded) -> None:
+        await lock(connection, event.subscription_ref)
         previous = await connection.fetchval(
             "SELECT status FROM refunds WHERE refund_id = $1 FOR UPDATE", event.refund_id
         )
@@ -108,55 +121,22 @@ class PaymentsConsumer:
             "refund settled refund_id=%s charge_id=%s kind=%s lucky_numbers_voided=%d",
             event.refund_id, event.charge_id, event.kind, voided,
         )
+        await self.store.apply_fact(connection, _reversal_fact(envelope, event), event_id=envelope.id)
 
-    async def _lock_subscription(self, connection: asyncpg.Connection, ref: str) -> asyncpg.Record:
-        # A payment may arrive before REDETV!PLUS announces the subscription.
-        await connection.execute(
-            "INSERT INTO subscriptions (ref, status) VALUES ($1, 'pending_payment') ON CONFLICT DO NOTHING", ref
-        )
-        row: asyncpg.Record = await connection.fetchrow("SELECT * FROM subscriptions WHERE ref = $1 FOR UPDATE", ref)
-        return row
 
-    def _extended_period_end(self, subscription: asyncpg.Record, paid_at: datetime) -> datetime:
-        current_end = subscription["current_period_end"]
-        start = max(paid_at, current_end) if current_end else paid_at
-        result: datetime = start + PERIODS[subscription["plan"]]
-        return result
-
-    async def _change_status(
-        self,
-        connection: asyncpg.Connection,
-        subscription: asyncpg.Record,
-        envelope: Envelope,
-        status: str,
-        period_end: datetime,
-        *,
-        reason: str,
-        occurred_at: datetime,
-        lucky_numbers_issued: int,
-    ) -> None:
-        version = subscription["version"] + 1
-        await connection.execute(
-            "UPDATE subscriptions SET status = $2, current_period_end = $3, version = $4, updated_at = now()"
-            " WHERE ref = $1",
-            subscription["ref"], status, period_end, version,
-        )
-        await connection.execute(
-            "INSERT INTO subscription_history (subscription_ref, event_id, from_status, to_status, reason, occurred_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            subscription["ref"], envelope.id, subscription["status"], status, reason, occurred_at,
-        )
-        changed = SubscriptionChanged(
-            subscription_ref=subscription["ref"],
-            user_id=subscription["user_id"],
-            status=status,  # type: ignore[arg-type]
-            previous_status=subscription["status"],
-            current_period_end=period_end,
-            version=version,
-            reason=reason,
-            lucky_numbers_issued=lucky_numbers_issued,
-        )
-        await self.outbox.publish(connection, changed, source=SOURCE, subject=subscription["ref"])
+def _reversal_fact(envelope: Envelope, event: PaymentRefunded) -> PaymentFact:
+    common = {
+        "subscription_ref": event.subscription_ref,
+        "event_id": str(envelope.id),
+        "occurred_at": event.occurred_at,
+        "charge_id": event.charge_id,
+        "refund_id": event.refund_id,
+        "amount": event.amount,
+    }
+    if event.kind == "chargeback" or event.status == "CHARGEBACK":
+        return ChargeChargedBack(**common)
+    assert event.status == "DEVOLVIDO"  # only settled refunds reach this point
+    return ChargeRefunded(**common, status=event.status)
 
 
 def build(settings: Settings) -> Apply:

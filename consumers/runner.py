@@ -1,9 +1,16 @@
-"""Running one consumer: its FastStream subscriptions feed the exactly-once delivery handler."""
+"""Running one consumer: its FastStream subscriptions feed the exactly-once delivery handler.
+
+A consumer module may also define `run_background(settings, pool)`, a coroutine that runs until
+cancelled beside the subscriptions (the subscriptions consumer pushes entitlements there, after
+the delivery transactions commit). `RunningConsumer.stop` cancels it.
+"""
 
 import asyncio
 import importlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
@@ -28,6 +35,28 @@ class ConsumerModule(Protocol):
     def build(self, settings: Settings) -> Apply: ...
 
 
+Background = Callable[[Settings, asyncpg.Pool], Awaitable[None]]
+
+
+@dataclass
+class RunningConsumer:
+    """A started consumer: its broker connection and its background task, if the module has one."""
+
+    broker: MQTTBroker
+    background: "asyncio.Task[None] | None" = None
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        if self.background is not None:
+            self.background.cancel()
+            await asyncio.gather(self.background, return_exceptions=True)
+
+
+def _log_background_end(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("consumer background task failed task=%s", task.get_name(), exc_info=task.exception())
+
+
 def load_consumer(name: str) -> ConsumerModule:
     module = importlib.import_module(f"consumers.{name}")
     return module  # type: ignore[return-value]
@@ -46,8 +75,8 @@ def subscribe(broker: MQTTBroker, handler: DeliveryHandler, settings: Settings) 
         broker.subscriber(topic, qos=QoS.AT_LEAST_ONCE, shared=shared, max_workers=WORKERS, title=f"{handler.consumer}:{relative}")(on_message)
 
 
-async def start_consumer(name: str, settings: Settings, pool: asyncpg.Pool) -> MQTTBroker:
-    """Build and start the broker connection of consumer `name`; the caller stops it."""
+async def start_consumer(name: str, settings: Settings, pool: asyncpg.Pool) -> RunningConsumer:
+    """Build and start consumer `name` (broker connection and background task); the caller stops it."""
     module = load_consumer(name)
     handler = DeliveryHandler(
         module.NAME,
@@ -59,7 +88,13 @@ async def start_consumer(name: str, settings: Settings, pool: asyncpg.Pool) -> M
     broker = faststream_broker(settings, client_id=f"{name}-{uuid.uuid4().hex[:8]}", graceful_timeout=5.0)
     subscribe(broker, handler, settings)
     await broker.start()
-    return broker
+
+    background: Background | None = getattr(module, "run_background", None)
+    if background is None:
+        return RunningConsumer(broker)
+    task = asyncio.create_task(background(settings, pool), name=f"{name}-background")
+    task.add_done_callback(_log_background_end)
+    return RunningConsumer(broker, task)
 
 
 async def run_consumer(name: str, settings: Settings) -> None:
@@ -67,13 +102,13 @@ async def run_consumer(name: str, settings: Settings) -> None:
     url = settings.require_database_url()
     await migrate(url)
     pool = await create_pool(url, min_size=2, max_size=WORKERS + 2)
-    broker: MQTTBroker | None = None
+    running: RunningConsumer | None = None
     try:
-        broker = await start_consumer(name, settings, pool)
+        running = await start_consumer(name, settings, pool)
         logger.info("consumer started name=%s topics=%s", name, topics.topics_of(name))
         await asyncio.Event().wait()
     finally:
-        if broker is not None:
-            await broker.stop()
+        if running is not None:
+            await running.stop()
         await pool.close()
         logger.info("consumer stopped name=%s", name)

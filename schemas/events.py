@@ -82,6 +82,23 @@ class SubscriptionChanged(EventData):
     lucky_numbers_issued: int = 0
 
 
+class SubscriptionUpdated(EventData):
+    """REDETV!PLUS reported a lifecycle event of a subscription (ids, plan and times only)."""
+
+    TOPIC: ClassVar[str] = topics.SUBSCRIPTIONS_UPDATED
+    TYPE: ClassVar[str] = event_type("subscription.updated")
+
+    subscription_ref: str
+    user_id: str
+    kind: Literal["created", "renewed", "suspended", "reactivated", "cancelled"]
+    plan: Literal["mensal", "anual"]
+    occurred_at: AwareDatetime
+    # The partner's event id orders two events with the same `occurred_at` the same way everywhere.
+    partner_event_id: str
+    partner_status: str
+    current_period_end: AwareDatetime | None = None
+
+
 class DrawTriggered(EventData):
     TOPIC: ClassVar[str] = topics.DRAWS_TRIGGERED
     TYPE: ClassVar[str] = event_type("draw.triggered")

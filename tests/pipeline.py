@@ -21,6 +21,8 @@ from festival.settings import Settings
 from producers.relay import Relay, run_relay
 from schemas.events import PaymentConfirmed
 
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
 
 @contextlib.asynccontextmanager
 async def running_relay(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Relay]:
@@ -56,8 +58,8 @@ async def running_consumer(name: str, settings: Settings, pool: asyncpg.Pool) ->
         await broker.stop()
 
 
-def consumer_process(name: str, settings: Settings) -> subprocess.Popen[bytes]:
-    """Start `festival consumer NAME` as a child process with the test's settings."""
+def consumer_process(name: str, settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
+    """Start `festival consumer NAME` as a child process with the test's settings and `extra_env`."""
     env = {
         **os.environ,
         "FESTIVAL_DATABASE_URL": settings.require_database_url(),
@@ -66,6 +68,7 @@ def consumer_process(name: str, settings: Settings) -> subprocess.Popen[bytes]:
         "FESTIVAL_TOPIC_ROOT": settings.topic_root,
         "FESTIVAL_REDELIVERY_AFTER_SECONDS": str(settings.redelivery_after_seconds),
         "FESTIVAL_LOG_LEVEL": "WARNING",
+        **extra_env,
     }
     return subprocess.Popen([sys.executable, "-m", "festival.cli", "consumer", name], env=env)
 
@@ -118,3 +121,17 @@ async def all_applied(pool: asyncpg.Pool, consumer: str) -> bool:
     )
     total = await pool.fetchval("SELECT count(*) FROM deliveries WHERE consumer = $1", consumer)
     return bool(total) and pending == 0
+
+
+async def create_subscriptions(pool: asyncpg.Pool, settings: Settings, *refs: str, at: datetime = T0) -> None:
+    """Store a `created` REDETV!PLUS event for each subscription, as the subscriptions consumer would."""
+    from consumers.subscription_store import SubscriptionStore
+    from festival.domain.subscriptions import SubscriptionCreated
+
+    store = SubscriptionStore.from_settings(settings, source="/tests")
+    async with pool.acquire() as connection, connection.transaction():
+        for ref in refs:
+            fact = SubscriptionCreated(
+                subscription_ref=ref, event_id=f"created-{ref}", occurred_at=at, user_id=f"user-{ref}", plan="mensal"
+            )
+            await store.apply_fact(connection, fact, event_id=uuid.uuid4())
