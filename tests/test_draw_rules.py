@@ -14,6 +14,7 @@ from festival.domain.draws import (
     Winner,
     commitment,
     draw_winners,
+    freeze_bytes,
     freeze_entries,
     freeze_numbers,
     new_seed,
@@ -81,6 +82,16 @@ def test_snapshot_leaves_input_unchanged() -> None:
     numbers = np.array([3, 1, 2], dtype=np.uint64)
     freeze_numbers(numbers)
     assert numbers.tolist() == [3, 1, 2]
+
+
+def test_freeze_bytes_any_order() -> None:
+    data = b"".join(number.to_bytes(8, "big") for number in (30, 10, 20))
+    assert freeze_bytes(data).sha256 == freeze_numbers([10, 20, 30]).sha256
+
+
+def test_freeze_bytes_rejects_partial_number() -> None:
+    with pytest.raises(SnapshotError, match="multiple of 8"):
+        freeze_bytes(b"\x00" * 9)
 
 
 def test_snapshot_from_bytes_round_trip() -> None:
