@@ -5,13 +5,13 @@ never personal data: winners are identified by their lucky number and prize posi
 """
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-AUDIT_ALGORITHM = "festival-draw-v1"
-PACKED_ENCODING = "delta-u32le-zlib-base64"
+AUDIT_ALGORITHM: Final = "festival-draw-v1"
+PACKED_ENCODING: Final = "delta-u32le-zlib-base64"
 
 Hex256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="256 bits as 64 lowercase hex digits")]
 DrawMode = Literal["random", "loteria_federal"]
