@@ -1,5 +1,6 @@
 """MQTT connection factories for services, from `FESTIVAL_MQTT_URL` and `FESTIVAL_MQTT_VERSION`."""
 
+import logging
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -70,5 +71,7 @@ def faststream_broker(settings: Settings, *, client_id: str = "", **kwargs: obje
         version="5.0" if settings.mqtt_version == "5" else "3.1.1",
         reconnect=zmqtt.ReconnectConfig(initial_delay=0.5, max_delay=5.0, max_attempts=None),
         security=security,
+        # FastStream logs every message received and processed at this level.
+        log_level=logging.DEBUG,
         **kwargs,  # type: ignore[arg-type]
     )

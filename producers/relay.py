@@ -223,7 +223,9 @@ async def run_relay(settings: Settings) -> None:
     try:
         while True:
             try:
-                async with aiomqtt_client(settings) as client:
+                # A batch is published at once; Mosquitto lets each client have 100 messages in flight.
+                async with aiomqtt_client(settings, max_inflight_messages=100) as client:
+                    client.pending_calls_threshold = settings.relay_batch_size * 2
                     logger.info("relay connected to broker")
                     delay = 0.5
                     await relay.drain(pool, client)

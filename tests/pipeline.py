@@ -28,7 +28,8 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 async def running_relay(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Relay]:
     """Run a relay in this process for the duration of the block."""
     relay = Relay(settings)
-    async with aiomqtt_client(settings) as client:
+    async with aiomqtt_client(settings, max_inflight_messages=100) as client:
+        client.pending_calls_threshold = settings.relay_batch_size * 2
         task = asyncio.create_task(relay.drain(pool, client), name="test-relay")
         try:
             yield relay

@@ -1,0 +1,155 @@
+"""Webhook-to-applied latency: signed NIX `charge.paid` webhooks at a steady rate through the platform.
+
+Starts its own embedded PostgreSQL and Mosquitto on loopback, runs the gateway, relay and payments
+consumer as separate processes (as `festival up` does), sends `--count` webhooks at `--rate` per
+second, and reads the latency from PostgreSQL: the payment's `recorded_at` minus the delivery's
+`received_at`, both taken from the database clock.
+
+    python bench/pipeline_latency.py --rate 500 --count 10000
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+from standardwebhooks import Webhook
+
+from festival.db import migrate
+from festival.services import EmbeddedPostgres, Mosquitto, MosquittoCredentials, free_port, wait_for_port
+
+
+def charge_paid(index: int) -> bytes:
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "type": "charge.paid",
+        "created_at": now,
+        "data": {
+            "charge_id": f"ch_bench_{index}",
+            "subscription_ref": f"sub_bench_{index % 5000}",
+            "amount": "29.90",
+            "method": "card",
+            "paid_at": now,
+            "customer": {"name": "Maria Silva", "email": "maria@example.com", "cpf": "52998224725", "phone": "+5511999990000"},
+        },
+    }
+    return json.dumps(body).encode()
+
+
+async def send_all(url: str, secret: str, rate: float, count: int) -> tuple[int, float]:
+    signer = Webhook(secret)
+    accepted = 0
+    started = time.perf_counter()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256), timeout=60) as client:
+
+        async def send(index: int) -> None:
+            nonlocal accepted
+            body = charge_paid(index)
+            message_id = f"msg_{uuid.uuid4().hex}"
+            timestamp = datetime.now(UTC)
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": message_id,
+                "webhook-timestamp": str(int(timestamp.timestamp())),
+                "webhook-signature": signer.sign(message_id, timestamp, body.decode()),
+            }
+            response = await client.post(f"{url}/webhooks/nix", content=body, headers=headers)
+            if response.status_code == 202:
+                accepted += 1
+
+        tasks = []
+        for index in range(count):
+            # Steady pacing: each request leaves at its scheduled time, whatever the answers take.
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(index)))
+        await asyncio.gather(*tasks)
+    return accepted, time.perf_counter() - started
+
+
+async def latencies(database_url: str, count: int, timeout: float) -> list[float]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await connection.fetchval("SELECT count(*) FROM payments") < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        rows = await connection.fetch(
+            "SELECT extract(epoch FROM p.recorded_at - i.received_at) * 1000 AS ms"
+            " FROM payments p JOIN outbox o ON o.event_id = p.event_id"
+            " JOIN inbox i ON o.event_id = ANY(i.event_ids)"
+        )
+    finally:
+        await connection.close()
+    return [float(row["ms"]) for row in rows]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=500.0, help="webhooks per second")
+    parser.add_argument("--count", type=int, default=10_000, help="webhooks to send")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="festival-bench-"))
+    postgres = EmbeddedPostgres(folder / "pgdata")
+    broker = Mosquitto(folder / "mosquitto", port=free_port(), ws_port=free_port(), credentials=MosquittoCredentials())
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        admin_url = postgres.start()
+        database_url = admin_url
+        await migrate(database_url)
+        broker.start()
+
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        http_port = free_port()
+        env = {
+            **os.environ,
+            "FESTIVAL_DATABASE_URL": database_url,
+            "FESTIVAL_MQTT_URL": broker.service_url,
+            "FESTIVAL_NIX_WEBHOOK_SECRETS": secret,
+            "FESTIVAL_HTTP_PORT": str(http_port),
+            "FESTIVAL_LOG_LEVEL": "WARNING",
+        }
+        for command in (["gateway"], ["relay"], ["consumer", "payments"]):
+            children.append(subprocess.Popen([sys.executable, "-m", "festival.cli", *command], env=env))
+        wait_for_port("127.0.0.1", http_port, timeout=30)
+        await asyncio.sleep(2)  # let the consumer subscribe before the clock starts
+
+        accepted, elapsed = await send_all(f"http://127.0.0.1:{http_port}", secret, args.rate, args.count)
+        values = await latencies(database_url, accepted, timeout=120)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(15)
+        broker.stop()
+        postgres.stop()
+
+    print(f"sent={args.count} accepted={accepted} offered_rate={args.rate:.0f}/s achieved_rate={args.count / elapsed:.0f}/s")
+    print(
+        f"webhook-to-applied ms: p50={percentile(values, 0.50):.1f} p90={percentile(values, 0.90):.1f}"
+        f" p99={percentile(values, 0.99):.1f} max={max(values):.1f} mean={statistics.fmean(values):.1f} n={len(values)}"
+    )
+    return 0 if len(values) == accepted == args.count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
