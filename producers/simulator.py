@@ -1,6 +1,7 @@
 """`festival simulate`: signed, realistic partner webhooks sent to a gateway at a steady rate.
 
-The traffic comes from one generator per partner (`producers/traffic_nix.py` for NIX), mixed by
+The traffic comes from one generator per partner (`producers/traffic_nix.py` for NIX,
+`producers/traffic_redetv.py` for REDETV!PLUS), mixed by
 `producers.traffic.TrafficMix`. Logs carry counts, webhook ids and event types only, never a
 request body, because bodies contain the fake customers' personal data.
 """
@@ -19,6 +20,7 @@ from festival.launcher_checks import local_http_url
 from festival.settings import Settings
 from producers.traffic import Delivery, PartnerTraffic, SubscriberPool, TrafficMix, signed_headers
 from producers.traffic_nix import NixTraffic
+from producers.traffic_redetv import RedetvTraffic
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,8 @@ def build_traffic(rng: random.Random, partners: set[str]) -> TrafficMix:
     generators: list[tuple[PartnerTraffic, float]] = []
     if "nix" in partners:
         generators.append((NixTraffic(rng, pool), 1.0))
-    # TODO: add REDETV!PLUS subscription traffic here as its own generator over the same pool.
+    if "redetv" in partners:
+        generators.append((RedetvTraffic(rng, pool), 1.0))
     return TrafficMix(generators, rng)
 
 
@@ -129,6 +132,8 @@ async def run_simulator(
     # httpx logs every request at INFO; the summary and the failure lines are enough here.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
     secrets = {"nix": settings.nix_webhook_secrets[0].get_secret_value()}
+    if settings.redetv_webhook_secrets:
+        secrets["redetv"] = settings.redetv_webhook_secrets[0].get_secret_value()
     base_url = url or local_http_url(settings)
     traffic = build_traffic(random.Random(seed), set(secrets))
 
