@@ -88,6 +88,9 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
     platform.env["FESTIVAL_DATABASE_URL"] = database_url
 
     await _start_broker(settings, store, platform, stack)
+    if demo:
+        # The scheduler's draws-demo job keeps one draw a few minutes ahead, so the live page shows a draw soon.
+        platform.env["FESTIVAL_DEMO_DRAWS"] = "1"
 
     supervisor = Supervisor(_child_environment(platform))
     stack.push_async_callback(supervisor.stop)

@@ -25,9 +25,12 @@ POOL_MAX_SIZE = 10
 
 def routers() -> list[APIRouter]:
     """Return every router of the gateway, in the order they are included."""
-    from gateway import dead_letter_api, health, nix, redetv, subscription_api
+    from gateway import dead_letter_api, draws_api, health, nix, redetv, subscription_api
 
-    return [health.router, nix.router, redetv.router, subscription_api.router, dead_letter_api.router]
+    return [
+        health.router, nix.router, redetv.router, subscription_api.router, dead_letter_api.router,
+        draws_api.operator_router, draws_api.public_router,
+    ]
 
 
 def create_app(settings: Settings) -> FastAPI:

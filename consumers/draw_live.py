@@ -1,0 +1,84 @@
+"""The paced show: releases the stored live steps of drawing draws into the outbox, one per pace.
+
+Each release is one short transaction (the step, the retained state and `draws/current` go to the
+outbox, the step is marked released), so no transaction stays open during a show of minutes. The
+pace counts from the previous step's release, so after a crash the show resumes at the first
+unreleased step. Steps are claimed with SKIP LOCKED, so several consumer instances never release
+the same step twice.
+"""
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import asyncpg
+
+from consumers.draw_store import publish_state, step_from_row
+from festival.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+
+# The first unreleased step of each drawing draw, when the pace since the previous step has passed.
+DUE_STEPS = """
+SELECT s.draw_id, s.sequence, s.kind, s.payload
+FROM draw_live_steps s JOIN draws d ON d.id = s.draw_id
+LEFT JOIN draw_live_steps p ON p.draw_id = s.draw_id AND p.sequence = s.sequence - 1
+WHERE s.released_at IS NULL AND d.status = 'drawing'
+  AND (p.sequence IS NULL OR p.released_at + d.pace_ms * interval '1 millisecond' <= now())
+ORDER BY s.draw_id, s.sequence
+LIMIT $1
+FOR UPDATE OF s SKIP LOCKED
+"""
+
+
+async def release_due(pool: asyncpg.Pool, settings: Settings, *, limit: int = 20) -> int:
+    """Release every step that is due now; return how many were released."""
+    released = 0
+    async with pool.acquire() as connection, connection.transaction():
+        rows = await connection.fetch(DUE_STEPS, limit)
+        for row in rows:
+            released += await _release(connection, settings, row)
+    return released
+
+
+async def _release(connection: asyncpg.Connection, settings: Settings, row: asyncpg.Record) -> int:
+    # The LEFT JOIN admits a step whose predecessor is released; this guard keeps one step per draw and pass.
+    earlier = await connection.fetchval(
+        "SELECT count(*) FROM draw_live_steps WHERE draw_id = $1 AND sequence < $2 AND released_at IS NULL",
+        row["draw_id"], row["sequence"],
+    )
+    if earlier:
+        return 0
+
+    at = await connection.fetchval(
+        "UPDATE draw_live_steps SET released_at = clock_timestamp() WHERE draw_id = $1 AND sequence = $2 RETURNING released_at",
+        row["draw_id"], row["sequence"],
+    )
+    if row["kind"] == "finished":
+        await connection.execute(
+            "UPDATE draws SET status = 'completed', completed_at = $2 WHERE id = $1", row["draw_id"], at
+        )
+
+    step = step_from_row(row["payload"], at)
+    await publish_state(connection, settings, row["draw_id"], step=step)
+    logger.info("draw step released draw_id=%s sequence=%d kind=%s", row["draw_id"], row["sequence"], row["kind"])
+    if row["kind"] == "finished":
+        logger.info("draw completed draw_id=%s", row["draw_id"])
+    return 1
+
+
+async def run_show(settings: Settings, pool: asyncpg.Pool) -> None:
+    """Release due steps until cancelled; database errors are logged and retried."""
+    logger.info("draw show started poll=%.2fs", POLL_SECONDS)
+    try:
+        while True:
+            try:
+                if await release_due(pool, settings):
+                    continue
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+                logger.warning("draw show release failed error=%r at=%s; retrying", error, datetime.now(UTC).isoformat())
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        logger.info("draw show stopped")
