@@ -9,8 +9,6 @@ the same step twice.
 
 import asyncio
 import logging
-from datetime import UTC, datetime
-
 import asyncpg
 
 from consumers.draw_store import publish_state, step_from_row
@@ -44,7 +42,7 @@ async def release_due(pool: asyncpg.Pool, settings: Settings, *, limit: int = 20
 
 
 async def _release(connection: asyncpg.Connection, settings: Settings, row: asyncpg.Record) -> int:
-    # The LEFT JOIN admits a step whose predecessor is released; this guard keeps one step per draw and pass.
+    # DUE_STEPS admits only a step whose predecessor is released; this re-check guards against a gap in the script.
     earlier = await connection.fetchval(
         "SELECT count(*) FROM draw_live_steps WHERE draw_id = $1 AND sequence < $2 AND released_at IS NULL",
         row["draw_id"], row["sequence"],
@@ -78,7 +76,7 @@ async def run_show(settings: Settings, pool: asyncpg.Pool) -> None:
                 if await release_due(pool, settings):
                     continue
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-                logger.warning("draw show release failed error=%r at=%s; retrying", error, datetime.now(UTC).isoformat())
+                logger.warning("draw show release failed error=%r retry_in=%.1fs", error, POLL_SECONDS)
             await asyncio.sleep(POLL_SECONDS)
     finally:
         logger.info("draw show stopped")

@@ -83,7 +83,7 @@ async def create(body: DrawCreate, request: Request, response: Response) -> Draw
 
 @operator_router.get("", response_model=list[DrawView], responses=PROBLEM_RESPONSES)
 async def list_draws(request: Request) -> list[DrawView]:
-    """List every draw, the next scheduled first."""
+    """List up to 500 draws, the latest scheduled time first."""
     async with _pool(request).acquire() as connection:
         rows = await connection.fetch(f"SELECT {DRAW_COLUMNS} FROM draws ORDER BY scheduled_at DESC, id LIMIT 500")
         return [await draw_view(connection, row) for row in rows]
