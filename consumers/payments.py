@@ -1,7 +1,7 @@
 """Payments consumer: records NIX payments and applies them to the subscription state machine.
 
 A payment is recorded once per charge. Its effect on the subscription (status, paid period, lucky
-numbers, notifications) goes through `SubscriptionStore`, which holds it while the subscription is
+numbers, notifications) goes through `SubscriptionStore`, which keeps it while the subscription is
 unknown and applies it, lucky numbers included, when REDETV!PLUS announces the subscription.
 """
 

@@ -1,7 +1,7 @@
 """Which subscriber notifications a subscription change writes, in the transaction of the change.
 
 The texts are in `festival.notifications`; the subscriptions consumer dispatches them.
-`notify_prize_won` is for the draws consumer, which knows the winners.
+`notify_prize_won` is for the draws consumer, which records the winners.
 """
 
 import logging

@@ -5,7 +5,7 @@ from REDETV!PLUS, the expiry job's checks) calls `SubscriptionStore.apply_fact` 
 delivery transaction. It serialises facts per subscription with a transaction-level advisory lock,
 which also covers a subscription that has no row yet, and then:
 
-- holds a payment fact for an unknown subscription in `held_payments`;
+- keeps a payment fact for an unknown subscription in `held_payments`;
 - stores an illegal transition in `illegal_transitions` and applies nothing;
 - stores a changed state (`state_to_json`), a history row, a `SubscriptionChanged` event and the
   subscriber's notifications, all in the caller's transaction;

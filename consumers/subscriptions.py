@@ -3,7 +3,7 @@
 - `subscriptions/updated` (a REDETV!PLUS event) goes through the state machine in `SubscriptionStore`.
 - `subscriptions/changed` records, in the delivery transaction, the entitlement REDETV!PLUS should
   have now. The push itself happens after the commit, in `run_background`
-  (`consumers.subscription_pusher`), so a slow or failing REDETV!PLUS never holds a delivery
+  (`consumers.subscription_pusher`), so a slow or failing REDETV!PLUS never keeps a delivery
   transaction open.
 """
 
@@ -45,7 +45,7 @@ class SubscriptionsConsumer:
         if envelope.type == SubscriptionUpdated.TYPE:
             await self.apply_lifecycle_event(connection, envelope, SubscriptionUpdated.model_validate(envelope.data))
         elif envelope.type == SubscriptionChanged.TYPE:
-            await self.record_wanted_entitlement(connection, envelope, SubscriptionChanged.model_validate(envelope.data))
+            await self.record_expected_entitlement(connection, envelope, SubscriptionChanged.model_validate(envelope.data))
         else:
             raise ValueError(f"subscriptions consumer cannot apply event type {envelope.type!r}")
 
@@ -61,7 +61,7 @@ class SubscriptionsConsumer:
         )
         await self.store.apply_fact(connection, fact, event_id=envelope.id)
 
-    async def record_wanted_entitlement(
+    async def record_expected_entitlement(
         self, connection: asyncpg.Connection, envelope: Envelope, event: SubscriptionChanged
     ) -> None:
         """Store the entitlement that the subscription's current state implies, for the pusher."""

@@ -49,7 +49,7 @@ WHERE (known.user_id, known.name, known.email, known.cpf, known.phone)
 """
 
 # NOTE: `user.updated` reaches only the subscriptions whose customer row or subscription row
-# already names the user; a user whose first subscription event has not arrived yet is skipped.
+# already names the user. The data of a user whose first subscription event has not arrived is lost.
 UPDATE_USER = """
 UPDATE customers SET
     user_id = $1,

@@ -48,8 +48,8 @@ async def check_period_ends(pool: asyncpg.Pool, settings: Settings, *, limit: in
             if ref is None:
                 break
 
-            # The row lock is held; waiting for the subscription lock here could deadlock with a
-            # consumer that holds it and waits for this row, so a busy subscription is skipped.
+            # A consumer takes the subscription lock first and the row lock second. This job already
+            # has the row lock, so waiting here could deadlock: a busy subscription is skipped instead.
             if not await try_lock(connection, ref):
                 skipped.append(ref)
                 continue
