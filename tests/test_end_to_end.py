@@ -1,7 +1,8 @@
-"""From a signed NIX webhook to an active subscription and a published event, through real services."""
+"""From signed partner webhooks to an active subscription and a published event, through real services."""
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -12,12 +13,13 @@ from festival.services import Mosquitto
 from festival.settings import Settings
 from tests.gateway_support import gateway_client, nix_event, signed_headers
 from tests.helpers import wait_until
-from tests.pipeline import all_applied, create_open_draw, relay_task, running_consumer
+from tests.pipeline import all_applied, create_open_draw, create_subscriptions, relay_task, running_consumer
+from tests.subscription_flow_support import redetv_event
 
 
-async def _post(client, body: dict) -> int:  # type: ignore[no-untyped-def]
+async def _post(client, body: dict, path: str = "/webhooks/nix") -> int:  # type: ignore[no-untyped-def]
     raw = json.dumps(body).encode()
-    response = await client.post("/webhooks/nix", content=raw, headers=signed_headers(raw))
+    response = await client.post(path, content=raw, headers=signed_headers(raw))
     return int(response.status_code)
 
 
@@ -30,14 +32,24 @@ async def test_webhook_activates_subscription(settings: Settings, pool: asyncpg.
 
     async with aiomqtt_client(settings) as observer:
         await observer.subscribe(changed_topic, qos=1)
-        async with gateway_client(settings) as client, relay_task(settings), running_consumer("payments", settings, pool):
-            status = await _post(client, nix_event("charge.paid", charge_id="ch_e2e", subscription_ref="sub_e2e"))
+        async with (
+            gateway_client(settings) as client,
+            relay_task(settings),
+            running_consumer("payments", settings, pool),
+            running_consumer("subscriptions", settings, pool),
+        ):
+            created = redetv_event("subscription.created", at=datetime.now(UTC) - timedelta(minutes=1), ref="sub_e2e")
+            created_status = await _post(client, created, "/webhooks/redetv")
+            paid = nix_event("charge.paid", charge_id="ch_e2e", subscription_ref="sub_e2e", paid_at=datetime.now(UTC).isoformat())
+            status = await _post(client, paid)
+            await wait_until(lambda: _status_is(pool, "sub_e2e", "active"), timeout=15)
             async with asyncio.timeout(15):
-                message = await anext(observer.messages)
+                message = await _last_changed(observer)
 
     envelope = json.loads(message.payload)
     subscription = await pool.fetchrow("SELECT status, current_period_end FROM subscriptions WHERE ref = 'sub_e2e'")
     numbers = await pool.fetchval("SELECT count(*) FROM lucky_numbers WHERE charge_id = 'ch_e2e'")
+    assert created_status == 202
     assert status == 202
     assert envelope["type"] == "festival.subscription.changed.v1"
     assert envelope["data"]["subscription_ref"] == "sub_e2e"
@@ -46,7 +58,20 @@ async def test_webhook_activates_subscription(settings: Settings, pool: asyncpg.
     assert numbers == 2
 
 
+async def _status_is(pool: asyncpg.Pool, ref: str, status: str) -> bool:
+    return await pool.fetchval("SELECT status FROM subscriptions WHERE ref = $1", ref) == status
+
+
+async def _last_changed(observer):  # type: ignore[no-untyped-def]
+    """Return the first `subscriptions/changed` message whose status is active."""
+    async for message in observer.messages:
+        if json.loads(message.payload)["data"]["status"] == "active":
+            return message
+    raise AssertionError("the observer's connection closed")
+
+
 async def test_public_event_has_no_personal_data(settings: Settings, pool: asyncpg.Pool) -> None:
+    await create_subscriptions(pool, settings, "sub_pii")
     changed_topic = topics.absolute(settings.topic_root, "#")
     payloads: list[bytes] = []
 
@@ -69,6 +94,7 @@ async def test_public_event_has_no_personal_data(settings: Settings, pool: async
 async def test_broker_outage_during_webhooks(settings: Settings, pool: asyncpg.Pool, mosquitto: Mosquitto) -> None:
     async with pool.acquire() as connection:
         await create_open_draw(connection)
+    await create_subscriptions(pool, settings, *[f"sub_{index}" for index in range(20)])
 
     async with gateway_client(settings) as client, relay_task(settings), running_consumer("payments", settings, pool):
         before = [await _post(client, nix_event("charge.paid", charge_id=f"ch_a{index}", subscription_ref=f"sub_{index}")) for index in range(20)]
