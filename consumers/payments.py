@@ -125,18 +125,26 @@ class PaymentsConsumer:
 
 
 def _reversal_fact(envelope: Envelope, event: PaymentRefunded) -> PaymentFact:
-    common = {
-        "subscription_ref": event.subscription_ref,
-        "event_id": str(envelope.id),
-        "occurred_at": event.occurred_at,
-        "charge_id": event.charge_id,
-        "refund_id": event.refund_id,
-        "amount": event.amount,
-    }
     if event.kind == "chargeback" or event.status == "CHARGEBACK":
-        return ChargeChargedBack(**common)
+        return ChargeChargedBack(
+            subscription_ref=event.subscription_ref,
+            event_id=str(envelope.id),
+            occurred_at=event.occurred_at,
+            charge_id=event.charge_id,
+            refund_id=event.refund_id,
+            amount=event.amount,
+        )
+
     assert event.status == "DEVOLVIDO"  # only settled refunds reach this point
-    return ChargeRefunded(**common, status=event.status)
+    return ChargeRefunded(
+        subscription_ref=event.subscription_ref,
+        event_id=str(envelope.id),
+        occurred_at=event.occurred_at,
+        charge_id=event.charge_id,
+        refund_id=event.refund_id,
+        amount=event.amount,
+        status=event.status,
+    )
 
 
 def build(settings: Settings) -> Apply:

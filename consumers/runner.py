@@ -9,9 +9,9 @@ import asyncio
 import importlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from faststream.mqtt import MQTTBroker, MQTTMessage, QoS
@@ -35,7 +35,7 @@ class ConsumerModule(Protocol):
     def build(self, settings: Settings) -> Apply: ...
 
 
-Background = Callable[[Settings, asyncpg.Pool], Awaitable[None]]
+Background = Callable[[Settings, asyncpg.Pool], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -92,7 +92,7 @@ async def start_consumer(name: str, settings: Settings, pool: asyncpg.Pool) -> R
     background: Background | None = getattr(module, "run_background", None)
     if background is None:
         return RunningConsumer(broker)
-    task = asyncio.create_task(background(settings, pool), name=f"{name}-background")
+    task: asyncio.Task[None] = asyncio.create_task(background(settings, pool), name=f"{name}-background")
     task.add_done_callback(_log_background_end)
     return RunningConsumer(broker, task)
 

@@ -91,6 +91,8 @@ async def test_payment_before_created(settings: Settings, pool: asyncpg.Pool) ->
 
         await post(client, "/webhooks/redetv", redetv_event("subscription.created", at=NOW - timedelta(hours=1)))
         await wait_until(lambda: settled(pool))
+        # The subscriptions consumer dispatches them with the default sender, which logs them.
+        await wait_until(lambda: _all_notifications_sent(pool))
 
     numbers = await pool.fetchval("SELECT count(*) FROM lucky_numbers WHERE charge_id = 'ch_early'")
     assert numbers_while_held == 0
@@ -99,6 +101,11 @@ async def test_payment_before_created(settings: Settings, pool: asyncpg.Pool) ->
     assert numbers == 2
     assert await _held_count(pool, 0)
     assert await notification_kinds(pool) == ["payment_confirmed", "lucky_numbers_issued"]
+
+
+async def _all_notifications_sent(pool: asyncpg.Pool) -> bool:
+    unsent = await pool.fetchval("SELECT count(*) FROM notifications WHERE sent_at IS NULL")
+    return bool(unsent == 0)
 
 
 async def _held_count(pool: asyncpg.Pool, expected: int) -> bool:
