@@ -182,7 +182,7 @@ async def test_push_unknown_user_dead_lettered(settings: Settings, pool: asyncpg
             await wait_until(lambda: _dead_letters(pool, 1), timeout=30)
             dead = await pool.fetchrow("SELECT id, consumer, error FROM dead_letters")
 
-            # REDETV!PLUS now knows the user: an operator replays the dead letter.
+            # The user now exists at REDETV!PLUS, so an operator replays the dead letter.
             fake.unknown_users.clear()
             response = await client.post(
                 f"/v1/dead-letters/{dead['id']}/replay", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"}
