@@ -25,11 +25,19 @@ POOL_MAX_SIZE = 10
 
 def routers() -> list[APIRouter]:
     """Return every router of the gateway, in the order they are included."""
-    from gateway import dead_letter_api, draws_api, health, nix, redetv, subscription_api
+    from gateway import dead_letter_api, draws_api, health, live_events, live_page, nix, redetv, subscription_api
 
+    # The live events come before the live page, whose `/ao-vivo/{draw_id}` would match `/ao-vivo/eventos`.
     return [
-        health.router, nix.router, redetv.router, subscription_api.router, dead_letter_api.router,
-        draws_api.operator_router, draws_api.public_router,
+        health.router,
+        nix.router,
+        redetv.router,
+        subscription_api.router,
+        dead_letter_api.router,
+        draws_api.operator_router,
+        draws_api.public_router,
+        live_events.router,
+        live_page.router,
     ]
 
 
