@@ -25,7 +25,17 @@ POOL_MAX_SIZE = 10
 
 def routers() -> list[APIRouter]:
     """Return every router of the gateway, in the order they are included."""
-    from gateway import dead_letter_api, draws_api, health, live_events, live_page, nix, redetv, subscription_api
+    from gateway import (
+        asyncapi_routes,
+        dead_letter_api,
+        draws_api,
+        health,
+        live_events,
+        live_page,
+        nix,
+        redetv,
+        subscription_api,
+    )
 
     # The live events come before the live page, whose `/ao-vivo/{draw_id}` would match `/ao-vivo/eventos`.
     return [
@@ -38,6 +48,7 @@ def routers() -> list[APIRouter]:
         draws_api.public_router,
         live_events.router,
         live_page.router,
+        asyncapi_routes.router,
     ]
 
 
