@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from festival.db import create_pool
 from festival.outbox import Outbox
 from festival.settings import Settings
+from gateway.nix_batch import NixBatchWriter
 from gateway.openapi import install_openapi_components
 from gateway.problems import install_problem_handlers
 from gateway.signing import WebhookVerifier
@@ -58,10 +59,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.require_database_url(), max_size=POOL_MAX_SIZE)
+        app.state.nix_writer = NixBatchWriter(app.state.pool, app.state.outbox)
+        app.state.nix_writer.start()
         logger.info("gateway started pool_max_size=%d", POOL_MAX_SIZE)
         try:
             yield
         finally:
+            await app.state.nix_writer.stop()
             await app.state.pool.close()
             logger.info("gateway stopped")
 

@@ -26,7 +26,10 @@ async def receive_nix_event(request: Request) -> Response:
     state = request.app.state
     delivery = await receive_signed(request, "nix")
     event = parse_body(delivery, NixEvent)
-    result = await ingest_nix_event(state.pool, state.outbox, delivery, event)
+    if event.txid is None:
+        result = await state.nix_writer.submit(delivery, event)
+    else:
+        result = await ingest_nix_event(state.pool, state.outbox, delivery, event)
     return result.to_response()
 
 
