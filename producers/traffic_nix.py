@@ -81,9 +81,12 @@ class NixTraffic:
 
     def pix_flow(self) -> list[Delivery]:
         """Return `charge.created` with the `txid` and the Banco Central callback, sometimes callback first."""
-        charge = self._charge("pix")
+        # The deliveries go out now, so the charge was created minutes ago and paid since then:
+        # a partner never reports a payment in the future.
+        waited = self.rng.randint(20, 600)
+        charge = self._charge("pix", created_at=self._now() - timedelta(seconds=waited))
         txid = random_code(self.rng, self.rng.randint(26, 35))
-        paid_at = charge.created_at + timedelta(seconds=self.rng.randint(20, 600))
+        paid_at = charge.created_at + timedelta(seconds=self.rng.randint(5, waited))
         pix = self._pix(charge, txid, paid_at)
 
         flow = [self._event("charge.created", charge, pix={"txid": txid})]
@@ -98,7 +101,7 @@ class NixTraffic:
 
     def card_flow(self) -> list[Delivery]:
         """Return a card charge that is paid a few seconds after creation, or fails."""
-        charge = self._charge("card")
+        charge = self._charge("card", created_at=self._now() - timedelta(seconds=10))
         flow = [self._event("charge.created", charge)]
         if self.rng.random() < 0.15:
             reason = self.rng.choice(CARD_FAILURES)

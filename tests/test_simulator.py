@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import islice
 from typing import Any
@@ -98,7 +98,8 @@ def test_customers_look_brazilian() -> None:
 
 
 def test_events_follow_nix_contract() -> None:
-    events = nix_events(sample())
+    # Chargebacks are rare in the traffic mix, so this sample is larger than the others.
+    events = nix_events(sample(2000))
     assert {event["type"] for event in events} == NIX_TYPES
     assert {event["data"]["method"] for event in events} == {"pix", "card", "boleto"}
     assert {Decimal(event["data"]["amount"]) for event in events} == {Decimal("29.90"), Decimal("299.00")}
@@ -235,3 +236,11 @@ async def test_run_logs_no_personal_data(fake_gateway: tuple[str, FakeGateway], 
 
 async def test_run_without_secret_fails() -> None:
     assert await run_simulator(Settings(nix_webhook_secrets=[]), "http://127.0.0.1:9", rate=1.0, count=1) == 2
+
+
+def test_payments_never_in_future() -> None:
+    events = nix_events(sample())
+    latest = datetime.now(UTC) + timedelta(seconds=5)
+    paid = [datetime.fromisoformat(event["data"]["paid_at"]) for event in events if "paid_at" in event["data"]]
+    assert paid
+    assert max(paid) <= latest
