@@ -72,9 +72,15 @@ def _declare(broker: MQTTBroker, root: str) -> None:
 
 
 @lru_cache(maxsize=4)
-def asyncapi_document(root: str = topics.DEFAULT_ROOT) -> dict[str, Any]:
-    """Return the AsyncAPI 3.0 document of the topic tree under `root`."""
-    broker = MQTTBroker("mqtt://127.0.0.1:1883", description="Festival de Prêmios event bus (MQTT 5 and 3.1.1)")
+def asyncapi_document(
+    root: str = topics.DEFAULT_ROOT, server: str = "127.0.0.1:1883", mqtt_version: str = "5"
+) -> dict[str, Any]:
+    """Return the AsyncAPI 3.0 document of the topic tree under `root`, served by `server` (host:port)."""
+    broker = MQTTBroker(
+        f"mqtt://{server}",
+        version="5.0" if mqtt_version == "5" else "3.1.1",
+        description="Festival de Prêmios event bus (MQTT 5 and 3.1.1)",
+    )
     _declare(broker, root)
     specification = AsyncAPI(broker, title="Festival de Prêmios events", version="1.0.0")
     document: dict[str, Any] = specification.to_specification().to_jsonable()

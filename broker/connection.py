@@ -71,6 +71,9 @@ def faststream_broker(settings: Settings, *, client_id: str = "", **kwargs: obje
         version="5.0" if settings.mqtt_version == "5" else "3.1.1",
         reconnect=zmqtt.ReconnectConfig(initial_delay=0.5, max_delay=5.0, max_attempts=None),
         security=security,
+        # A plain logger that propagates to the root handler, so FastStream's lines get the
+        # platform's format (text or JSON) instead of its own coloured stdout handler.
+        logger=logging.getLogger("faststream.broker"),
         # FastStream logs every message received and processed at this level.
         log_level=logging.DEBUG,
         **kwargs,  # type: ignore[arg-type]

