@@ -113,12 +113,17 @@ async def latencies(database_url: str, count: int, timeout: float) -> list[float
         while await connection.fetchval("SELECT count(*) FROM payments") < count and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         rows = await connection.fetch(
-            "SELECT extract(epoch FROM p.recorded_at - i.received_at) * 1000 AS ms"
+            "SELECT extract(epoch FROM p.recorded_at - i.received_at) * 1000 AS ms,"
+            " extract(epoch FROM o.published_at - i.received_at) * 1000 AS relay_ms"
             " FROM payments p JOIN outbox o ON o.event_id = p.event_id"
             " JOIN inbox i ON o.event_id = ANY(i.event_ids)"
         )
     finally:
         await connection.close()
+    relay = [float(row["relay_ms"]) for row in rows]
+    if relay:
+        # Published-at is stamped when the relay's batch commits, after every PUBACK of the batch.
+        print(f"received-to-published ms: p50={percentile(relay, 0.5):.1f} p99={percentile(relay, 0.99):.1f}")
     return [float(row["ms"]) for row in rows]
 
 
