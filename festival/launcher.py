@@ -250,7 +250,10 @@ def _print_banner(settings: Settings, platform: Platform, started: list[str], de
         f"  Components    {', '.join(started) or 'none available yet'}",
     ]
     if demo:
-        lines.append(f"  Demo traffic  {DEMO_RATE:g} signed NIX webhooks per second once the gateway is ready")
+        lines.append(
+            f"  Demo traffic  {DEMO_RATE:g} signed webhooks per second from NIX (payments) and "
+            "REDETV!PLUS (subscriptions) once the gateway is ready"
+        )
     if platform.generated:
         lines += ["", f"Generated credentials (kept in {platform.data_dir / 'secrets.json'}):"]
         lines += [f"  {variable}={value}" for variable, value in platform.generated.items()]

@@ -7,6 +7,7 @@ from festival.services import free_port
 from festival.settings import Settings
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+DEFAULT_MQTT_PORT = Settings.model_fields["mqtt_port"].default
 
 
 class LaunchError(Exception):
@@ -65,16 +66,31 @@ def check_ports(settings: Settings) -> None:
         raise LaunchError(
             f"FESTIVAL_MQTT_PORT and FESTIVAL_MQTT_WS_PORT are both {settings.mqtt_port}: give them different values"
         )
-    for variable, port, listener in (
-        ("FESTIVAL_MQTT_PORT", settings.mqtt_port, "MQTT"),
-        ("FESTIVAL_MQTT_WS_PORT", settings.mqtt_ws_port, "MQTT over WebSockets"),
-    ):
-        if port_in_use("127.0.0.1", port):
-            suggestion = _suggest_port("127.0.0.1", port)
-            raise LaunchError(
-                f"port {port} on 127.0.0.1 is already in use, so the local broker cannot open its {listener} "
-                "listener there (a Mosquitto installed as a system service listens on 1883).\n"
-                f"  Choose another port:       {variable}={suggestion} ./dev up\n"
-                "  Or use the running broker: "
-                f"FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{settings.mqtt_port} ./dev up"
-            )
+    if port_in_use("127.0.0.1", settings.mqtt_port):
+        raise LaunchError(_mqtt_port_taken(settings.mqtt_port))
+    if port_in_use("127.0.0.1", settings.mqtt_ws_port):
+        raise LaunchError(_ws_port_taken(settings.mqtt_ws_port))
+
+
+def _mqtt_port_taken(port: int) -> str:
+    """Return the advice for a taken MQTT port: another port, or the broker that may already listen there."""
+    reason = ""
+    if port == DEFAULT_MQTT_PORT:
+        reason = f" (on Debian, the system service of the mosquitto package listens on {DEFAULT_MQTT_PORT})"
+    return (
+        f"port {port} on 127.0.0.1 is already in use, so the local broker cannot open its MQTT listener "
+        f"there{reason}.\n"
+        f"  Choose another port:       FESTIVAL_MQTT_PORT={_suggest_port('127.0.0.1', port)} ./dev up\n"
+        "  Or, if an MQTT broker listens there, use it: "
+        f"FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{port} ./dev up"
+    )
+
+
+def _ws_port_taken(port: int) -> str:
+    """Return the advice for a taken WebSocket port, which only the local broker's screen listener uses."""
+    return (
+        f"port {port} on 127.0.0.1 is already in use, so the local broker cannot open its MQTT over WebSockets "
+        "listener there (the live screens connect to it).\n"
+        f"  Choose another port:       FESTIVAL_MQTT_WS_PORT={_suggest_port('127.0.0.1', port)} ./dev up\n"
+        f"  Or stop the program that listens on port {port}."
+    )

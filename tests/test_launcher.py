@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from festival import launcher
+from festival import launcher, launcher_checks
 from festival.secrets_store import SecretsStore
 from festival.services import free_port
 from festival.settings import Settings
@@ -258,6 +258,39 @@ async def test_up_suggests_running_broker(workdir: Path, taken_port: int) -> Non
     assert f"FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{taken_port}" in launch.stderr.read_text()
 
 
+def taken_port_message(monkeypatch: pytest.MonkeyPatch, taken: int, **ports: int) -> str:
+    """Return the LaunchError message of `check_ports` when only port `taken` is in use."""
+    monkeypatch.setattr(launcher_checks, "port_in_use", lambda host, port: port == taken)
+    settings = Settings(mqtt_url=None, **{"http_port": 38000, "mqtt_port": 1883, "mqtt_ws_port": 9001, **ports})
+    with pytest.raises(launcher.LaunchError) as raised:
+        launcher_checks.check_ports(settings)
+    return str(raised.value)
+
+
+def test_default_mqtt_port_names_system_mosquitto(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = taken_port_message(monkeypatch, 1883)
+    assert "system service of the mosquitto package" in message
+    assert "FESTIVAL_MQTT_PORT=1884 " in message
+    assert "FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:1883 " in message
+
+
+def test_other_mqtt_port_omits_system_mosquitto(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = taken_port_message(monkeypatch, 38830, mqtt_port=38830)
+    assert "mosquitto package" not in message
+    assert "FESTIVAL_MQTT_PORT=38831 " in message
+    assert "FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:38830 " in message
+
+
+def test_ws_port_taken_advises_ws_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = taken_port_message(monkeypatch, 9001)
+    assert "MQTT over WebSockets listener" in message
+    assert "FESTIVAL_MQTT_WS_PORT=9002 " in message
+    assert "FESTIVAL_MQTT_URL" not in message
+    assert "FESTIVAL_MQTT_PORT=" not in message
+    assert "1883" not in message
+    assert "mosquitto package" not in message
+
+
 async def test_up_falls_back_to_amqtt(workdir: Path) -> None:
     launch = await start_up(workdir, FESTIVAL_LOCAL_BROKER="amqtt")
     try:
@@ -279,6 +312,14 @@ async def test_up_falls_back_to_amqtt(workdir: Path) -> None:
     assert message.payload == b"ok"
     assert code == 0
     assert still_running(processes) == []
+
+
+def test_demo_banner_names_both_partners(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    launcher._print_banner(Settings(), launcher.Platform(data_dir=tmp_path), [], demo=True)
+    traffic = [line for line in capsys.readouterr().out.splitlines() if "Demo traffic" in line]
+    assert len(traffic) == 1
+    assert "NIX" in traffic[0]
+    assert "REDETV!PLUS" in traffic[0]
 
 
 def test_mosquitto_missing_chooses_amqtt(monkeypatch: pytest.MonkeyPatch) -> None:
