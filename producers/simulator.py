@@ -92,6 +92,28 @@ class Simulator:
                 outcome, item.partner, item.event_type, item.webhook_id, item.redelivery, details, seen,
             )
 
+    def exit_code(self, base_url: str) -> int:
+        """Return 1, after logging why, when a delivery did not reach the gateway or none was accepted; else 0."""
+        c = self.counts
+        if c["unreachable"]:
+            logger.error(
+                "simulator failed: webhooks did not reach the gateway url=%s unreachable=%s sent=%s; "
+                "start the gateway, or pass its address with --url or FESTIVAL_HTTP_HOST and FESTIVAL_HTTP_PORT",
+                base_url, c["unreachable"], c["sent"],
+            )
+            return 1
+
+        # Requests still in flight when a stop request cancelled them have no response, so they do not count.
+        answered = c["accepted"] + c["duplicate"] + c["rejected"] + c["failed"]
+        if answered and not c["accepted"] + c["duplicate"]:
+            logger.error(
+                "simulator failed: the gateway accepted no webhook url=%s rejected=%s failed=%s; "
+                "check that the webhook secrets match the gateway's and read the gateway log",
+                base_url, c["rejected"], c["failed"],
+            )
+            return 1
+        return 0
+
     def log_summary(self, state: str) -> None:
         c = self.counts
         logger.info(
@@ -121,7 +143,12 @@ def build_traffic(rng: random.Random, partners: set[str]) -> TrafficMix:
 async def run_simulator(
     settings: Settings, url: str | None, rate: float, count: int | None, *, seed: int | None = None
 ) -> int:
-    """Send simulated webhooks to `url` (default: the local gateway) until `count` are sent or cancelled."""
+    """Send simulated webhooks to `url` (default: the local gateway) until `count` are sent or cancelled.
+
+    Returns the process exit code: 0, 1 when a webhook did not reach the gateway or none was accepted,
+    or 2 for invalid settings. A cancellation (a stop request) ends the run and returns the code too,
+    so that an unbounded run stopped with Ctrl-C still reports its failures.
+    """
     if not settings.nix_webhook_secrets:
         logger.error("simulator cannot sign webhooks: FESTIVAL_NIX_WEBHOOK_SECRETS is not set")
         return 2
@@ -134,6 +161,12 @@ async def run_simulator(
     secrets = {"nix": settings.nix_webhook_secrets[0].get_secret_value()}
     if settings.redetv_webhook_secrets:
         secrets["redetv"] = settings.redetv_webhook_secrets[0].get_secret_value()
+    else:
+        # The gateway holds a payment for a subscription that REDETV!PLUS has not announced.
+        logger.warning(
+            "simulator sends NIX traffic only: FESTIVAL_REDETV_WEBHOOK_SECRETS is not set, so no "
+            "subscription.created is sent and the payments stay held instead of activating subscriptions"
+        )
     base_url = url or local_http_url(settings)
     traffic = build_traffic(random.Random(seed), set(secrets))
 
@@ -145,6 +178,12 @@ async def run_simulator(
         simulator = Simulator(client, secrets, traffic)
         try:
             await simulator.run(rate, count or None)
+        except asyncio.CancelledError:
+            # This coroutine is the whole command, so the stop request ends here and is not re-raised.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            logger.info("simulator stop requested")
         finally:
             simulator.log_summary("stopped")
-    return 0
+    return simulator.exit_code(base_url)

@@ -25,6 +25,7 @@ from festival.settings import Settings
 from producers.simulator import build_traffic, run_simulator
 from producers.traffic import SubscriberPool, signed_headers
 from producers.traffic_nix import NixTraffic
+from tests.helpers import wait_until
 
 SECRET = "whsec_" + "c2ltdWxhdG9yLXRlc3Qtc2VjcmV0LTI0Ynl0ZXM="
 OTHER_SECRET = "whsec_" + "b3RoZXItc2VjcmV0LW5vdC10aGUtc2ltdWxhdG9ycw=="
@@ -220,6 +221,45 @@ async def test_run_counts_rejections(fake_gateway: tuple[str, FakeGateway], capl
     caplog.set_level(logging.INFO, logger="producers.simulator")
     await run_simulator(simulator_settings(OTHER_SECRET), url, rate=500.0, count=10, seed=3)
     assert any("rejected=10" in record.getMessage() for record in caplog.records)
+
+
+async def test_run_all_rejected_fails(fake_gateway: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
+    url, fake = fake_gateway
+    code = await run_simulator(simulator_settings(OTHER_SECRET), url, rate=500.0, count=10, seed=3)
+    errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+    assert code == 1
+    assert any("accepted no webhook" in message for message in errors)
+
+
+async def test_run_unreachable_fails(caplog: pytest.LogCaptureFixture) -> None:
+    # A port just freed by free_port has no listener, so every connection is refused.
+    url = f"http://127.0.0.1:{free_port()}"
+    code = await run_simulator(simulator_settings(SECRET), url, rate=500.0, count=5, seed=5)
+    errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+    assert code == 1
+    assert any("did not reach the gateway" in message and url in message for message in errors)
+
+
+async def test_run_stopped_reports_failures(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    task = asyncio.create_task(run_simulator(simulator_settings(SECRET), url, rate=50.0, count=None, seed=6))
+
+    async def refused_once() -> bool:
+        return any(record.getMessage().startswith("webhook unreachable") for record in caplog.records)
+
+    await wait_until(refused_once, timeout=10.0)
+    task.cancel()
+    assert await task == 1
+
+
+async def test_run_without_redetv_secret_warns(
+    fake_gateway: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, fake = fake_gateway
+    settings = Settings(nix_webhook_secrets=[SECRET], redetv_webhook_secrets=[])  # type: ignore[list-item]
+    await run_simulator(settings, url, rate=500.0, count=1, seed=7)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("FESTIVAL_REDETV_WEBHOOK_SECRETS is not set" in message for message in warnings)
 
 
 async def test_run_logs_no_personal_data(fake_gateway: tuple[str, FakeGateway], caplog: pytest.LogCaptureFixture) -> None:
