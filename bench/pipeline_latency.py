@@ -30,6 +30,23 @@ from festival.db import migrate
 from festival.services import EmbeddedPostgres, Mosquitto, MosquittoCredentials, free_port, wait_for_port
 
 
+# REDETV!PLUS announces these subscriptions before the timed run, so every payment goes through
+# the whole state machine instead of being held for an unknown subscription.
+SUBSCRIPTIONS = 2000
+
+
+def subscription_created(index: int) -> bytes:
+    ref = f"sub_bench_{index}"
+    body = {
+        "event_id": f"rtv_{uuid.uuid4().hex}",
+        "event": "subscription.created",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "subscription": {"id": ref, "user_id": f"usr_{index}", "plan": "mensal", "status": "created", "current_period_end": None},
+        "user": {"id": f"usr_{index}", "name": "Maria Silva", "email": "maria@example.com", "cpf": "52998224725", "phone": "+5511999990000"},
+    }
+    return json.dumps(body).encode()
+
+
 def charge_paid(index: int) -> bytes:
     now = datetime.now(UTC).isoformat()
     body = {
@@ -38,7 +55,7 @@ def charge_paid(index: int) -> bytes:
         "created_at": now,
         "data": {
             "charge_id": f"ch_bench_{index}",
-            "subscription_ref": f"sub_bench_{index % 5000}",
+            "subscription_ref": f"sub_bench_{index % SUBSCRIPTIONS}",
             "amount": "29.90",
             "method": "card",
             "paid_at": now,
@@ -48,8 +65,7 @@ def charge_paid(index: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def presigned_request(secret: str, index: int, port: int) -> bytes:
-    body = charge_paid(index)
+def presigned_request(secret: str, path: str, body: bytes, port: int) -> bytes:
     message_id = f"msg_{uuid.uuid4().hex}"
     timestamp = datetime.now(UTC)
     headers = {
@@ -60,7 +76,7 @@ def presigned_request(secret: str, index: int, port: int) -> bytes:
         "webhook-timestamp": str(int(timestamp.timestamp())),
         "webhook-signature": Webhook(secret).sign(message_id, timestamp, body.decode()),
     }
-    head = "POST /webhooks/nix HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     return head.encode() + body
 
 
@@ -80,12 +96,11 @@ async def _exchange(connections: asyncio.Queue[tuple[asyncio.StreamReader, async
         connections.put_nowait((reader, writer))
 
 
-async def send_all(port: int, secret: str, rate: float, count: int) -> tuple[int, float]:
+async def send_all(port: int, requests: list[bytes], rate: float) -> tuple[int, float]:
     """Send pre-signed requests over raw keep-alive connections, each at its scheduled time.
 
     httpx spends milliseconds of CPU per request, which caps a paced sender far below 500/s.
     """
-    requests = [presigned_request(secret, index, port) for index in range(count)]
     connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(64):
         connections.put_nowait(await asyncio.open_connection("127.0.0.1", port))
@@ -127,6 +142,20 @@ async def latencies(database_url: str, count: int, timeout: float) -> list[float
     return [float(row["ms"]) for row in rows]
 
 
+async def wait_for_subscriptions(database_url: str, count: int) -> None:
+    """Wait until the announcements and every event they caused are applied, so the timed run starts idle."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with asyncio.timeout(180):
+            while (
+                await connection.fetchval("SELECT count(*) FROM subscriptions") < count
+                or await connection.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'") > 0
+            ):
+                await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -149,21 +178,31 @@ async def main() -> int:
         broker.start()
 
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        redetv_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         http_port = free_port()
         env = {
             **os.environ,
             "FESTIVAL_DATABASE_URL": database_url,
             "FESTIVAL_MQTT_URL": broker.service_url,
             "FESTIVAL_NIX_WEBHOOK_SECRETS": secret,
+            "FESTIVAL_REDETV_WEBHOOK_SECRETS": redetv_secret,
             "FESTIVAL_HTTP_PORT": str(http_port),
             "FESTIVAL_LOG_LEVEL": "WARNING",
         }
-        for command in (["gateway"], ["relay"], ["consumer", "payments"]):
+        for command in (["gateway"], ["relay"], ["consumer", "payments"], ["consumer", "subscriptions"]):
             children.append(subprocess.Popen([sys.executable, "-m", "festival.cli", *command], env=env))
         wait_for_port("127.0.0.1", http_port, timeout=30)
         await asyncio.sleep(2)  # let the consumer subscribe before the clock starts
 
-        accepted, elapsed = await send_all(http_port, secret, args.rate, args.count)
+        announcements = [
+            presigned_request(redetv_secret, "/webhooks/redetv", subscription_created(index), http_port)
+            for index in range(SUBSCRIPTIONS)
+        ]
+        await send_all(http_port, announcements, 200.0)
+        await wait_for_subscriptions(database_url, SUBSCRIPTIONS)
+
+        payments = [presigned_request(secret, "/webhooks/nix", charge_paid(index), http_port) for index in range(args.count)]
+        accepted, elapsed = await send_all(http_port, payments, args.rate)
         values = await latencies(database_url, accepted, timeout=120)
     finally:
         for child in children:
