@@ -259,9 +259,18 @@
       client = attempt;
       attempt.on("connect", () => {
         everConnected = true;
-        connected("Conectado ao vivo");
         // Retained messages arrive on every new subscription, which resynchronises the page.
-        attempt.subscribe([`${config.topic_root}/draws/current`, ...topicsOf(view.drawId)], { qos: 1 });
+        // The page shows itself live only once the broker confirmed the subscription, because a
+        // step published between the connection and the SUBACK would not reach it.
+        const topics = [`${config.topic_root}/draws/current`, ...topicsOf(view.drawId)];
+        attempt.subscribe(topics, { qos: 1 }, (error) => {
+          if (error) {
+            console.warn("mqtt subscribe failed", error.message);
+            attempt.end(true);
+            return;
+          }
+          connected("Conectado ao vivo");
+        });
       });
       attempt.on("message", (topic, payload) => {
         if (payload.length > 0) onMessage(kindOf(topic), payload.toString());
