@@ -20,7 +20,7 @@ POLL_SECONDS = 0.1
 
 # The first unreleased step of each drawing draw, when the pace since the previous step has passed.
 DUE_STEPS = """
-SELECT s.draw_id, s.sequence, s.kind, s.payload
+SELECT s.draw_id, s.sequence, s.kind, s.payload, s.trace_fields
 FROM draw_live_steps s JOIN draws d ON d.id = s.draw_id
 LEFT JOIN draw_live_steps p ON p.draw_id = s.draw_id AND p.sequence = s.sequence - 1
 WHERE s.released_at IS NULL AND d.status = 'drawing'
@@ -60,7 +60,7 @@ async def _release(connection: asyncpg.Connection, settings: Settings, row: asyn
         )
 
     step = step_from_row(row["payload"], at)
-    await publish_state(connection, settings, row["draw_id"], step=step)
+    await publish_state(connection, settings, row["draw_id"], step=step, trace_fields=row["trace_fields"])
     logger.info("draw step released draw_id=%s sequence=%d kind=%s", row["draw_id"], row["sequence"], row["kind"])
     if row["kind"] == "finished":
         logger.info("draw completed draw_id=%s", row["draw_id"])

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from broker.tracing import current_trace_fields
 from consumers.draw_store import fetch_draw, freeze, prizes_of
 from festival import notifications
 from festival.domain.draw_loteria import loteria_winners
@@ -133,7 +134,11 @@ async def _store_script(connection: asyncpg.Connection, draw: asyncpg.Record, st
         })
     steps.append({"draw_id": draw_id, "kind": "finished"})
 
+    trace_fields = current_trace_fields() or None
     await connection.executemany(
-        "INSERT INTO draw_live_steps (draw_id, sequence, kind, payload) VALUES ($1, $2, $3, $4)",
-        [(draw["id"], sequence, step["kind"], {**step, "sequence": sequence}) for sequence, step in enumerate(steps, start=1)],
+        "INSERT INTO draw_live_steps (draw_id, sequence, kind, payload, trace_fields) VALUES ($1, $2, $3, $4, $5)",
+        [
+            (draw["id"], sequence, step["kind"], {**step, "sequence": sequence}, trace_fields)
+            for sequence, step in enumerate(steps, start=1)
+        ],
     )

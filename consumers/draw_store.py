@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from broker import topics
+from broker.tracing import current_trace_fields
 from festival.domain.draws import Snapshot, freeze_bytes
 from festival.settings import Settings
 from schemas.live import CurrentDraw, DrawState, LivePrize, LiveStep, LiveWinner
@@ -122,20 +123,36 @@ async def current_draw(connection: asyncpg.Connection) -> CurrentDraw:
 
 
 async def enqueue_public(
-    connection: asyncpg.Connection, settings: Settings, topic: str, message: LiveStep | DrawState | CurrentDraw, *, retain: bool
+    connection: asyncpg.Connection,
+    settings: Settings,
+    topic: str,
+    message: LiveStep | DrawState | CurrentDraw,
+    *,
+    retain: bool,
+    trace_fields: dict[str, str] | None = None,
 ) -> None:
-    """Store a public message (plain JSON, no envelope) for the relay to publish on `topic`."""
+    """Store a public message (plain JSON, no envelope) for the relay to publish on `topic`.
+
+    `trace_fields` (traceparent, tracestate) stay out of the public payload; the relay reads them
+    from their own column to link its publish span.
+    """
     await connection.execute(
-        "INSERT INTO outbox (event_id, topic, envelope, retain) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO outbox (event_id, topic, envelope, retain, trace_fields) VALUES ($1, $2, $3, $4, $5)",
         uuid.uuid4(),
         topics.absolute(settings.topic_root, topic),
         message.model_dump(mode="json"),
         retain,
+        trace_fields or current_trace_fields() or None,
     )
 
 
 async def publish_state(
-    connection: asyncpg.Connection, settings: Settings, draw_id: UUID, *, step: LiveStep | None = None
+    connection: asyncpg.Connection,
+    settings: Settings,
+    draw_id: UUID,
+    *,
+    step: LiveStep | None = None,
+    trace_fields: dict[str, str] | None = None,
 ) -> DrawState:
     """Enqueue `step` (if any) on the live topic, then the retained state and `draws/current`."""
     draw = await fetch_draw(connection, draw_id)
@@ -144,7 +161,8 @@ async def publish_state(
     state = build_state(draw, steps)
 
     if step is not None:
-        await enqueue_public(connection, settings, topics.draw_live(str(draw_id)), step, retain=False)
-    await enqueue_public(connection, settings, topics.draw_state(str(draw_id)), state, retain=True)
-    await enqueue_public(connection, settings, topics.DRAWS_CURRENT, await current_draw(connection), retain=True)
+        await enqueue_public(connection, settings, topics.draw_live(str(draw_id)), step, retain=False, trace_fields=trace_fields)
+    await enqueue_public(connection, settings, topics.draw_state(str(draw_id)), state, retain=True, trace_fields=trace_fields)
+    current = await current_draw(connection)
+    await enqueue_public(connection, settings, topics.DRAWS_CURRENT, current, retain=True, trace_fields=trace_fields)
     return state

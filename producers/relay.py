@@ -65,7 +65,8 @@ def _message(row: asyncpg.Record, *, redelivery: bool = False) -> OutgoingMessag
         topic=row["topic"],
         payload=json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode(),
         retain=row["retain"],
-        trace_fields={name: envelope[name] for name in tracing.TRACE_FIELDS if name in envelope},
+        # Plain public messages carry their context in a column; envelopes carry it inside.
+        trace_fields=row["trace_fields"] or {name: envelope[name] for name in tracing.TRACE_FIELDS if name in envelope},
         redelivery=redelivery,
     )
 
@@ -106,7 +107,7 @@ class Relay:
         """Publish one batch of unpublished outbox rows; return how many were published."""
         async with pool.acquire() as connection, connection.transaction():
             rows = await connection.fetch(
-                "SELECT position, event_id, topic, envelope, retain FROM outbox"
+                "SELECT position, event_id, topic, envelope, retain, trace_fields FROM outbox"
                 " WHERE published_at IS NULL ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self.settings.relay_batch_size,
             )
@@ -126,7 +127,7 @@ class Relay:
         """Publish again the events that some consumer has not applied by their due time."""
         async with pool.acquire() as connection, connection.transaction():
             rows = await connection.fetch(
-                "SELECT d.event_id, d.consumer, d.publications, o.topic, o.envelope, o.retain"
+                "SELECT d.event_id, d.consumer, d.publications, o.topic, o.envelope, o.retain, o.trace_fields"
                 " FROM deliveries d JOIN outbox o USING (event_id)"
                 " WHERE d.status = 'pending' AND d.due_at <= now() AND o.published_at IS NOT NULL"
                 " ORDER BY d.due_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
