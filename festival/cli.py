@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--rate", type=float, default=5.0, help="webhooks per second")
     simulate.add_argument("--count", type=int, default=0, help="stop after this many webhooks; 0 runs until stopped")
 
+    fake = commands.add_parser("fake-redetv-api", help="serve a FAKE REDETV!PLUS entitlements API on 127.0.0.1 (demo only)")
+    fake.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
+
     draw = commands.add_parser("draw", help="draw tools")
     draw_commands = draw.add_subparsers(dest="draw_command", required=True)
     verify = draw_commands.add_parser("verify", help="recompute a draw's winners from its public audit data")
@@ -143,6 +146,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from producers.simulator import run_simulator
 
         return _run_until_signalled(lambda: run_simulator(settings, url=args.url, rate=args.rate, count=args.count))
+    if args.command == "fake-redetv-api":
+        from producers.fake_redetv_api import serve_fake_api
+
+        return _run_until_signalled(lambda: serve_fake_api(settings, args.port))
     if args.command == "draw":
         from festival.verify import verify_command
 

@@ -24,7 +24,14 @@ from festival import fallback_broker
 from festival.db import migrate
 from festival.launcher_checks import LaunchError, check_ports, local_http_url
 from festival.secrets_store import SecretsStore
-from festival.services import EmbeddedPostgres, Mosquitto, MosquittoCredentials, ServiceError, mosquitto_binary
+from festival.services import (
+    EmbeddedPostgres,
+    Mosquitto,
+    MosquittoCredentials,
+    ServiceError,
+    free_port,
+    mosquitto_binary,
+)
 from festival.settings import Settings
 from festival.supervisor import Component, Supervisor
 
@@ -55,6 +62,7 @@ class Platform:
     database: str = ""
     broker: str = ""
     ws_url: str | None = None
+    fake_redetv_api: str | None = None
 
 
 async def run_platform(settings: Settings, demo: bool) -> int:
@@ -88,13 +96,15 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
     platform.env["FESTIVAL_DATABASE_URL"] = database_url
 
     await _start_broker(settings, store, platform, stack)
+    components = list(COMPONENTS)
     if demo:
         # The scheduler's draws-demo job keeps one draw a few minutes ahead, so the live page shows a draw soon.
         platform.env["FESTIVAL_DEMO_DRAWS"] = "1"
+        components += _fake_partner_api(settings, store, platform)
 
     supervisor = Supervisor(_child_environment(platform))
     stack.push_async_callback(supervisor.stop)
-    started = [component.name for component in COMPONENTS if supervisor.start(component)]
+    started = [component.name for component in components if supervisor.start(component)]
 
     _print_banner(settings, platform, started, demo)
     await _wait_for_gateway(settings, "gateway" in started)
@@ -103,6 +113,21 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
     if demo:
         arguments = ("simulate", "--url", local_http_url(settings), "--rate", str(DEMO_RATE))
         supervisor.start(Component("simulator", arguments, "producers.simulator"))
+
+
+def _fake_partner_api(settings: Settings, store: SecretsStore, platform: Platform) -> list[Component]:
+    """Return the FAKE REDETV!PLUS entitlements API component, unless a real API is configured.
+
+    The demo has no partner to push entitlements to; the fake receives them on 127.0.0.1, so the
+    subscriptions consumer's pushes can be followed in its log.
+    """
+    if settings.redetv_api_url:
+        return []
+    port = free_port()
+    platform.env["FESTIVAL_REDETV_API_URL"] = f"http://127.0.0.1:{port}"
+    platform.env["FESTIVAL_REDETV_API_TOKEN"] = store.get_or_create("fake_redetv_api_token")
+    platform.fake_redetv_api = platform.env["FESTIVAL_REDETV_API_URL"]
+    return [Component("fake-redetv-api", ("fake-redetv-api", "--port", str(port)), "producers.fake_redetv_api")]
 
 
 def _resolve_credentials(settings: Settings, store: SecretsStore, platform: Platform) -> None:
@@ -254,6 +279,8 @@ def _print_banner(settings: Settings, platform: Platform, started: list[str], de
             f"  Demo traffic  {DEMO_RATE:g} signed webhooks per second from NIX (payments) and "
             "REDETV!PLUS (subscriptions) once the gateway is ready"
         )
+    if platform.fake_redetv_api:
+        lines.append(f"  Entitlements  FAKE REDETV!PLUS API at {platform.fake_redetv_api} (demo only)")
     if platform.generated:
         lines += ["", f"Generated credentials (kept in {platform.data_dir / 'secrets.json'}):"]
         lines += [f"  {variable}={value}" for variable, value in platform.generated.items()]

@@ -33,6 +33,7 @@ GENERATORS = {
     "operator_token": new_token,
     "mqtt_service_password": new_token,
     "mqtt_screen_password": new_token,
+    "fake_redetv_api_token": new_token,
 }
 
 
