@@ -2,8 +2,8 @@
 
 All three run one after another in this run, on the same machine and the same embedded PostgreSQL,
 under wrk (Debian package) with pre-signed, unique `charge.paid` requests (2 threads, 32
-connections). Every request the gateway accepts is verified, validated, and committed with its
-inbox row and outbox event before the answer.
+connections). The gateway verifies and validates every request it accepts, and commits its inbox
+row and outbox event before it sends the response.
 
     python -m bench.ingest --seconds 5 --requests 30000
 """

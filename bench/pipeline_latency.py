@@ -1,9 +1,10 @@
 """Webhook-to-applied latency: signed NIX `charge.paid` webhooks at a steady rate through the platform.
 
-Starts its own embedded PostgreSQL and Mosquitto on loopback, runs the gateway, relay and payments
-consumer as separate processes (as `festival up` does), sends `--count` webhooks at `--rate` per
-second, and reads the latency from PostgreSQL: the payment's `recorded_at` minus the delivery's
-`received_at`, both taken from the database clock.
+Starts its own embedded PostgreSQL and Mosquitto on loopback and runs the gateway, the relay and
+the payments and subscriptions consumers as separate processes, as `festival up` does. It
+announces the subscriptions, then sends `--count` payment webhooks at `--rate` per second. The
+latency is the payment's `recorded_at` minus the delivery's `received_at`, both from the
+database clock.
 
     python bench/pipeline_latency.py --rate 500 --count 10000
 """

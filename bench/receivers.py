@@ -1,6 +1,6 @@
 """Reference receivers that the ingest benchmark compares the gateway with.
 
-`bare`: a FastAPI endpoint that only answers 202. `naive`: verifies the signature with the
+`bare`: a FastAPI endpoint that only returns 202. `naive`: verifies the signature with the
 `standardwebhooks` package, parses the body with `json`, and commits the raw delivery and one
 outbox row in its own transaction per request, as a first implementation would.
 

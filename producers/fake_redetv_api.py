@@ -1,8 +1,8 @@
 """A FAKE REDETV!PLUS entitlements API for `festival up --demo`, so entitlement pushes can be watched.
 
-It stands in for the partner's remote API only: it checks the bearer token and the body's shape,
-stores the last entitlement per user in memory, logs each push (user id and active flag only),
-and lists what it received at `GET /v1/entitlements`. It never runs unless the launcher starts
+It replaces the partner's remote API only. It checks the bearer token and the body's shape, keeps
+the last entitlement per user in memory, logs each push (user id and active flag only), and
+lists what it received at `GET /v1/entitlements`. It never runs unless the launcher starts
 it for the demo, on 127.0.0.1.
 """
 
