@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -102,6 +102,7 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
         platform.env["FESTIVAL_DEMO_DRAWS"] = "1"
         components += _fake_partner_api(settings, store, platform)
 
+    components = _with_metrics_ports(settings, components)
     supervisor = Supervisor(_child_environment(platform))
     stack.push_async_callback(supervisor.stop)
     started = [component.name for component in components if supervisor.start(component)]
@@ -113,6 +114,27 @@ async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStac
     if demo:
         arguments = ("simulate", "--url", local_http_url(settings), "--rate", str(DEMO_RATE))
         supervisor.start(Component("simulator", arguments, "producers.simulator"))
+
+
+def _with_metrics_ports(settings: Settings, components: list[Component]) -> list[Component]:
+    """Give each child but the gateway its own metrics port, counting up from FESTIVAL_METRICS_PORT.
+
+    One shared value would make every child after the first fail to bind it. The gateway serves
+    its metrics at /metrics on the HTTP port instead.
+    """
+    if settings.metrics_port is None:
+        return components
+
+    assigned: list[Component] = []
+    port = settings.metrics_port
+    for component in components:
+        if component.name == "gateway":
+            assigned.append(component)
+            continue
+        assigned.append(replace(component, env=(*component.env, ("FESTIVAL_METRICS_PORT", str(port)))))
+        logger.info("metrics port assigned component=%s port=%d", component.name, port)
+        port += 1
+    return assigned
 
 
 def _fake_partner_api(settings: Settings, store: SecretsStore, platform: Platform) -> list[Component]:

@@ -28,6 +28,8 @@ class Component:
     args: tuple[str, ...]
     # Module that the subcommand imports; while it does not exist, the component is skipped.
     module: str
+    # Variables set for this child only, over the supervisor's environment.
+    env: tuple[tuple[str, str], ...] = ()
 
     def is_available(self) -> bool:
         try:
@@ -80,7 +82,7 @@ class Supervisor:
             "-m",
             "festival.cli",
             *component.args,
-            env=self.env,
+            env={**self.env, **dict(component.env)},
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=parent_death_signal,

@@ -372,3 +372,14 @@ async def test_supervisor_skips_missing_module() -> None:
     started = supervisor.start(Component("later", ("later",), "producers.not_written_yet"))
     await supervisor.stop()
     assert started is False
+
+
+def test_metrics_ports_one_per_child() -> None:
+    from festival.launcher import COMPONENTS, _with_metrics_ports
+
+    settings = Settings(metrics_port=9500)
+    assigned = _with_metrics_ports(settings, list(COMPONENTS))
+
+    ports = [dict(component.env).get("FESTIVAL_METRICS_PORT") for component in assigned]
+    assert ports[0] is None
+    assert ports[1:] == [str(port) for port in range(9500, 9500 + len(COMPONENTS) - 1)]
