@@ -19,6 +19,7 @@ from starlette.responses import StreamingResponse
 from broker import topics
 from broker.connection import aiomqtt_client
 from festival.settings import Settings
+from festival.telemetry_metrics import screen_connections
 from gateway.problems import ProblemError
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ router = APIRouter(tags=["live"])
 MAX_STREAMS = 200
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# NOTE: screens on MQTT over WebSockets connect to the broker directly and are not counted here.
+SSE_TRANSPORT = {"festival.transport": "sse"}
 
 
 class StreamSlots:
@@ -42,10 +45,12 @@ class StreamSlots:
         if self.open >= self.limit:
             return False
         self.open += 1
+        screen_connections.add(1, SSE_TRANSPORT)
         return True
 
     def release(self) -> None:
         self.open -= 1
+        screen_connections.add(-1, SSE_TRANSPORT)
 
 
 def stream_slots(request: Request) -> StreamSlots:

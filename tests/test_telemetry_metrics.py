@@ -146,3 +146,20 @@ async def test_metrics_page_prometheus(capture: Capture, settings: Settings) -> 
 )
 def test_topic_attribute(topic: str, expected: str) -> None:
     assert topic_attribute(topic, "festival/v1") == expected
+
+
+def test_sse_screens_counted(capture: Capture) -> None:
+    from gateway.live_events import StreamSlots
+
+    slots = StreamSlots(limit=5)
+    before = _sse_screens(capture)
+    slots.acquire()
+    slots.acquire()
+    slots.release()
+
+    assert _sse_screens(capture) - before == 1
+
+
+def _sse_screens(capture: Capture) -> int:
+    points = [point for point in capture.metric_points("festival.screen.connections") if point.attributes.get("festival.transport") == "sse"]
+    return int(sum(point.value for point in points))
