@@ -34,6 +34,7 @@ UPDATE entitlement_pushes SET
     rejected_at = CASE WHEN event_id = $2 THEN NULL ELSE rejected_at END,
     event_id = CASE WHEN rejected_at IS NULL OR event_id = $2 THEN $2 ELSE event_id END
 WHERE subscription_ref = $1
+RETURNING pending AND rejected_at IS NULL AS pushable
 """
 
 
@@ -82,8 +83,10 @@ class SubscriptionsConsumer:
             until=until,
             reason=reason,
         )
-        await connection.execute(LINK_EVENT, state.subscription_ref, envelope.id)
-        await wake_pusher(connection, state.subscription_ref)
+        pushable = await connection.fetchval(LINK_EVENT, state.subscription_ref, envelope.id)
+        if pushable:
+            # NOTIFY serialises commits database-wide, so it is sent only when there is a push to make.
+            await wake_pusher(connection, state.subscription_ref)
         logger.debug(
             "entitlement recorded subscription_ref=%s event_id=%s version=%d active=%s pending=%s",
             state.subscription_ref, envelope.id, state.version, active, pending,

@@ -167,10 +167,19 @@ class Relay:
             await self._drain(pool, client)
 
     async def _drain(self, pool: asyncpg.Pool, client: aiomqtt.Client) -> None:
+        # Due deliveries are looked for once per poll period, not after every wakeup: under load
+        # the relay wakes for nearly every commit, and that extra transaction cost as much CPU as
+        # the publishing itself.
+        loop = asyncio.get_running_loop()
+        next_due_check = 0.0
         while True:
             self.wakeup.clear()
             published = await self.publish_pending(pool, client)
-            redelivered = await self.redeliver_due(pool, client)
+            redelivered = 0
+            if loop.time() >= next_due_check:
+                redelivered = await self.redeliver_due(pool, client)
+                if not redelivered:
+                    next_due_check = loop.time() + self.settings.relay_poll_seconds
             if published or redelivered:
                 continue
 
