@@ -98,10 +98,13 @@ class PaymentsConsumer:
         previous = await connection.fetchval(
             "SELECT status FROM refunds WHERE refund_id = $1 FOR UPDATE", event.refund_id
         )
+        # A settled status is final, so it replaces an in-progress one whatever the timestamps: the
+        # effects below run only once the row is settled, and a later copy must find it settled.
         await connection.execute(
             "INSERT INTO refunds (refund_id, charge_id, amount, status, updated_at) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (refund_id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at"
-            " WHERE refunds.updated_at < EXCLUDED.updated_at AND refunds.status NOT IN ('DEVOLVIDO', 'CHARGEBACK')",
+            " WHERE refunds.status NOT IN ('DEVOLVIDO', 'CHARGEBACK')"
+            " AND (refunds.updated_at < EXCLUDED.updated_at OR EXCLUDED.status IN ('DEVOLVIDO', 'CHARGEBACK'))",
             event.refund_id, event.charge_id, event.amount, event.status, event.occurred_at,
         )
 

@@ -1,9 +1,15 @@
 """Relay and payments consumer against real PostgreSQL and Mosquitto."""
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import asyncpg
 import pytest
 
+from consumers.payments import PaymentsConsumer
+from festival.outbox import envelope_for
 from festival.settings import Settings
+from schemas.events import EventData, PaymentRefunded
 from tests.helpers import wait_until
 from tests.pipeline import (
     all_applied,
@@ -162,3 +168,58 @@ async def test_consumer_killed_mid_batch(settings: Settings, pool: asyncpg.Pool)
 async def _applied_at_least(pool: asyncpg.Pool, count: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'applied'") >= count
 
+
+
+def _refund(charge_id: str, status: str, at: datetime, *, refund_id: str = "rf_1") -> PaymentRefunded:
+    return PaymentRefunded(
+        charge_id=charge_id,
+        subscription_ref="sub-1",
+        kind="refund",
+        refund_id=refund_id,
+        amount=Decimal("29.90"),
+        status=status,
+        occurred_at=at,
+    )
+
+
+async def _apply_payments(pool: asyncpg.Pool, settings: Settings, *events: EventData) -> None:
+    """Apply `events` in this order, each in its own transaction, as the payments consumer does."""
+    consumer = PaymentsConsumer(settings)
+    for event in events:
+        async with pool.acquire() as connection, connection.transaction():
+            await consumer.apply(connection, envelope_for(event, source="/tests", subject="sub-1"))
+
+
+async def test_refund_overtakes_confirmation(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as connection:
+        await create_open_draw(connection)
+    await create_subscriptions(pool, settings, "sub-1")
+    payment = confirmed("sub-1", charge_id="ch_1")
+
+    await _apply_payments(pool, settings, _refund("ch_1", "DEVOLVIDO", datetime.now(UTC)), payment)
+
+    status = await pool.fetchval("SELECT status FROM payments WHERE charge_id = 'ch_1'")
+    numbers = await pool.fetchval("SELECT count(*) FROM lucky_numbers WHERE charge_id = 'ch_1' AND voided_at IS NULL")
+    grants = await pool.fetchval("SELECT count(*) FROM lucky_number_grants WHERE charge_id = 'ch_1'")
+    assert status == "refunded"
+    assert numbers == 0
+    assert grants == 0
+
+
+async def test_settled_refund_applied_once(settings: Settings, pool: asyncpg.Pool) -> None:
+    await create_subscriptions(pool, settings, "sub-1")
+    at = datetime.now(UTC)
+    # NIX may stamp the settled state with the time of the in-progress one; a later copy of the
+    # settled state (another webhook) must still find the refund settled.
+    events = [_refund("ch_1", "EM_PROCESSAMENTO", at), _refund("ch_1", "DEVOLVIDO", at), _refund("ch_1", "DEVOLVIDO", at)]
+
+    await _apply_payments(pool, settings, confirmed("sub-1", charge_id="ch_1"), *events)
+
+    status = await pool.fetchval("SELECT status FROM refunds WHERE refund_id = 'rf_1'")
+    refunded_amount = await pool.fetchval("SELECT refunded_amount FROM payments WHERE charge_id = 'ch_1'")
+    history = await pool.fetchval(
+        "SELECT count(*) FROM subscription_history WHERE subscription_ref = 'sub-1' AND fact = 'payment_refunded'"
+    )
+    assert status == "DEVOLVIDO"
+    assert refunded_amount == Decimal("29.90")
+    assert history == 1
