@@ -28,7 +28,7 @@ from standardwebhooks import Webhook
 
 from bench.receivers import NAIVE_SCHEMA
 from festival.db import migrate
-from festival.services import EmbeddedPostgres, free_port, wait_for_port
+from festival.services import EmbeddedPostgres, free_port, stop_process, wait_for_port
 
 # Each wrk thread has its own Lua state: thread i sends requests i, i + threads, i + 2 × threads ...
 # so no two threads send the same pre-signed request.
@@ -115,11 +115,6 @@ def start(command: list[str], env: dict[str, str], port: int) -> subprocess.Pope
     return process
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(15)
-
-
 async def prepare(database_url: str) -> None:
     await migrate(database_url)
     connection = await asyncpg.connect(database_url)
@@ -169,7 +164,7 @@ def main() -> int:
                 assert script is not None
                 results[name] = run_wrk(port, script, args.seconds)
             finally:
-                stop(process)
+                stop_process(process, name, timeout=15)
     finally:
         postgres.stop()
         shutil.rmtree(folder, ignore_errors=True)

@@ -21,6 +21,7 @@ from festival.services import (
     ServiceError,
     parent_death_signal,
     port_is_open,
+    stop_process,
     wait_for_port,
 )
 
@@ -128,15 +129,7 @@ class AmqttBroker:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        logger.info("amqtt broker stopped pid=%s", process.pid)
+        stop_process(process, "amqtt broker")
 
 
 async def serve(config: dict[str, Any]) -> None:

