@@ -7,6 +7,7 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -66,6 +67,24 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        # asyncpg rejects other schemes only on connect, with a traceback; this names the variable at start.
+        if value and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL, such as postgresql://user:password@127.0.0.1:5432/festival")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_port(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                urlsplit(value).port
+            except ValueError as error:
+                raise ValueError(f"invalid port ({error}); use mqtt://user:password@host:1883") from None
+        return value
 
     @field_validator("nix_webhook_secrets", "redetv_webhook_secrets", "operator_tokens", mode="before")
     @classmethod

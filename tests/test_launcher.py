@@ -383,3 +383,18 @@ def test_metrics_ports_one_per_child() -> None:
     ports = [dict(component.env).get("FESTIVAL_METRICS_PORT") for component in assigned]
     assert ports[0] is None
     assert ports[1:] == [str(port) for port in range(9500, 9500 + len(COMPONENTS) - 1)]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("FESTIVAL_DATABASE_URL", "festival.example"), ("FESTIVAL_MQTT_URL", "mqtt://127.0.0.1:port")],
+)
+def test_invalid_url_setting_exits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
+) -> None:
+    from festival.cli import main
+
+    monkeypatch.setenv(variable, value)
+    code = main(["migrate"])
+    assert code == 2
+    assert f"invalid settings: {variable}" in capsys.readouterr().err
