@@ -49,6 +49,8 @@ def verify_command(settings: Settings, source: str, url: str | None = None) -> i
 def load_audit(settings: Settings, source: str, url: str | None = None) -> DrawAudit:
     """Read the audit data from a file or, for a draw id, from the API; raise AuditUnavailable on failure."""
     path = Path(source)
+    if path.is_dir():
+        raise AuditUnavailable(f"{source} é uma pasta; informe o arquivo JSON de auditoria ou o id do sorteio")
     if path.is_file():
         try:
             content = path.read_bytes()
@@ -64,6 +66,10 @@ def load_audit(settings: Settings, source: str, url: str | None = None) -> DrawA
     try:
         return DrawAudit.model_validate_json(content)
     except ValidationError as error:
+        if any(item["type"] == "json_invalid" for item in error.errors()):
+            raise AuditUnavailable(
+                "os dados de auditoria não estão no formato esperado: o conteúdo não é JSON válido"
+            ) from error
         fields = sorted({".".join(str(part) for part in item["loc"]) or "(documento)" for item in error.errors()})
         raise AuditUnavailable(
             f"os dados de auditoria não estão no formato esperado; campos inválidos ou ausentes: {', '.join(fields[:8])}"
@@ -85,6 +91,17 @@ def _fetch(settings: Settings, draw_id: str, url: str | None) -> bytes:
 
     try:
         response = httpx.get(endpoint, timeout=FETCH_TIMEOUT_SECONDS, headers={"accept": "application/json"})
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+        raise AuditUnavailable(f"endereço inválido: {base}; use o formato http://host:porta em --url") from error
+    except httpx.ConnectError as error:
+        raise AuditUnavailable(
+            f"não foi possível obter {endpoint}: conexão recusada ou servidor inacessível; "
+            "confira se o gateway está rodando ou informe o endereço com --url"
+        ) from error
+    except httpx.TimeoutException as error:
+        raise AuditUnavailable(
+            f"não foi possível obter {endpoint}: sem resposta em {FETCH_TIMEOUT_SECONDS:.0f} s; tente novamente mais tarde"
+        ) from error
     except httpx.HTTPError as error:
         raise AuditUnavailable(f"não foi possível obter {endpoint}: {error}") from error
 

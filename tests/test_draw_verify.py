@@ -193,7 +193,15 @@ def test_cli_invalid_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     path.write_text("{not json", encoding="utf-8")
     code = verify_command(Settings(), str(path))
     assert code == 2
-    assert "não estão no formato esperado" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "não estão no formato esperado" in error
+    assert "não é JSON válido" in error
+
+
+def test_cli_directory_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = verify_command(Settings(), str(tmp_path))
+    assert code == 2
+    assert "é uma pasta" in capsys.readouterr().err
 
 
 def test_cli_undecodable_entries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -263,4 +271,12 @@ def test_cli_fetch_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
 
     code = verify_command(Settings(), str(uuid.uuid4()), url=f"http://127.0.0.1:{free_port()}")
     assert code == 2
-    assert "não foi possível obter" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "não foi possível obter" in error
+    assert "servidor inacessível" in error
+
+
+def test_cli_fetch_invalid_url(capsys: pytest.CaptureFixture[str]) -> None:
+    code = verify_command(Settings(), str(uuid.uuid4()), url="127.0.0.1:8000")
+    assert code == 2
+    assert "endereço inválido: 127.0.0.1:8000" in capsys.readouterr().err
