@@ -72,7 +72,7 @@ def creation_context(
 ) -> otel_context.Context | None:
     """Extract the creation context from an envelope's fields, else from MQTT 5 user properties.
 
-    Returns None when neither holds a valid `traceparent`: the caller then starts a new trace.
+    Returns None when neither contains a valid `traceparent`, and the caller then starts a new trace.
     """
     for carrier in (envelope_fields, properties or {}):
         traceparent = carrier.get(TRACEPARENT)
@@ -125,7 +125,7 @@ def publish_span(
     With `creation` (the trace fields already in the message, as the relay has them) the span
     is a child of that creation context and links to it, and the message keeps those fields.
     Without it (a live draw step, published by the consumer that runs the draw) the span is a
-    child of the current span and becomes the message's creation context: put
+    child of the current span and becomes the message's creation context. The caller then puts
     `publication.trace_fields` into the envelope and, on MQTT 5, `publication.user_properties`
     into the PUBLISH properties.
     """
@@ -174,7 +174,7 @@ def process_span(
     """Open a CONSUMER span `process {template or destination}` around applying one event.
 
     The span is a child of the event's creation context (from the envelope, else from MQTT 5
-    user properties) and links to it; without a valid context it is the root of a new trace.
+    user properties) and links to it. Without a valid context it is the root of a new trace.
     """
     fields = {name: getattr(envelope, name) for name in TRACE_FIELDS}
     parent = creation_context(fields, properties)
@@ -222,7 +222,7 @@ def record_error(span: Span, error_type: str) -> None:
     """Mark `span` as failed with `error_type`, a class name or outcome and never a message.
 
     Exception messages may quote the data that failed (an SQL error can name a row's values),
-    so they stay out of spans; the logs of the component hold the details.
+    so they stay out of spans. The component's logs contain the details.
     """
     span.set_status(Status(StatusCode.ERROR, error_type))
     span.set_attribute(ERROR_TYPE, error_type)

@@ -1,8 +1,9 @@
 """Running a triggered draw inside the delivery transaction: winners, notifications and the live script.
 
-Everything the show will reveal is computed and stored here, in one transaction: a crash before the
-commit leaves the draw untouched (the redelivery recomputes the same winners from seed and snapshot),
-and a crash after it leaves a stored script that `draw_live` releases from the first unreleased step.
+Everything the show will reveal is computed and stored here, in one transaction. A crash before the
+commit leaves the draw untouched, and the redelivery recomputes the same winners from seed and
+snapshot. A crash after it leaves a stored script that `draw_live` releases from the first unreleased
+step.
 """
 
 import logging

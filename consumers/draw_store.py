@@ -83,7 +83,7 @@ def step_from_row(payload: Any, at: datetime) -> LiveStep:
 
 
 def build_state(draw: asyncpg.Record, steps: list[LiveStep], *, now: datetime | None = None) -> DrawState:
-    """The whole public state of a draw after `steps` (the released live steps, in order)."""
+    """Build the whole public state of a draw after `steps` (the released live steps, in order)."""
     status = draw["status"]
     if steps:
         status = "completed" if steps[-1].kind == "finished" else "drawing"
@@ -109,7 +109,7 @@ def build_state(draw: asyncpg.Record, steps: list[LiveStep], *, now: datetime | 
 
 
 async def current_draw(connection: asyncpg.Connection) -> CurrentDraw:
-    """The draw the landing page follows: one being drawn, else the next one, else the last completed."""
+    """Return the draw the landing page follows: one being drawn, else the next one, else the last completed."""
     row = await connection.fetchrow(
         "SELECT id, status, scheduled_at FROM draws WHERE status <> 'cancelled'"
         " ORDER BY CASE status WHEN 'drawing' THEN 0 WHEN 'closed' THEN 1 WHEN 'scheduled' THEN 1 ELSE 2 END,"

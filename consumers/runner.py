@@ -25,7 +25,7 @@ from festival.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Messages one instance processes at once; each holds a pooled connection while it runs.
+# Messages one instance processes at once. Each uses a pooled connection while it runs.
 WORKERS = 8
 
 

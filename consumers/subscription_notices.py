@@ -1,4 +1,4 @@
-"""Which subscriber notifications a subscription change writes, in the transaction of the change.
+"""Subscriber notifications that a subscription change writes, in the transaction of the change.
 
 The texts are in `festival.notifications`; the subscriptions consumer dispatches them.
 `notify_prize_won` is for the draws consumer, which records the winners.
