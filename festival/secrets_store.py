@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from festival.launcher_checks import LaunchError
+
 logger = logging.getLogger(__name__)
 
 SECRETS_FILE = "secrets.json"
@@ -51,9 +53,12 @@ class SecretsStore:
         path = data_dir / SECRETS_FILE
         store = cls(path)
         if path.exists():
-            loaded = json.loads(path.read_text("utf-8"))
+            try:
+                loaded = json.loads(path.read_text("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise LaunchError(f"{path} is not valid JSON ({error}); remove it to generate new credentials") from error
             if not isinstance(loaded, dict):
-                raise ValueError(f"{path} must contain a JSON object; remove it to generate new credentials")
+                raise LaunchError(f"{path} must contain a JSON object; remove it to generate new credentials")
             store.values = {str(key): str(value) for key, value in loaded.items()}
         return store
 

@@ -340,6 +340,15 @@ def test_secrets_reused_across_runs(tmp_path: Path) -> None:
     assert again.generated_now == set()
 
 
+@pytest.mark.parametrize("content", ["{broken", "[]"])
+def test_secrets_file_invalid(tmp_path: Path, content: str) -> None:
+    from festival.launcher_checks import LaunchError
+
+    (tmp_path / "secrets.json").write_text(content)
+    with pytest.raises(LaunchError, match="remove it to generate new credentials"):
+        SecretsStore.open(tmp_path)
+
+
 def test_secrets_file_private(tmp_path: Path) -> None:
     SecretsStore.open(tmp_path).get_or_create("operator_token")
     assert stat.S_IMODE((tmp_path / "secrets.json").stat().st_mode) == 0o600
