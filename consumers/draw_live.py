@@ -17,6 +17,7 @@ from festival.settings import Settings
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+CRASH_RETRY_SECONDS = 5.0
 
 # The first unreleased step of each drawing draw, when the pace since the previous step has passed.
 DUE_STEPS = """
@@ -68,7 +69,7 @@ async def _release(connection: asyncpg.Connection, settings: Settings, row: asyn
 
 
 async def run_show(settings: Settings, pool: asyncpg.Pool) -> None:
-    """Release due steps until cancelled; database errors are logged and retried."""
+    """Release due steps until cancelled; every error is logged and the release retried."""
     logger.info("draw show started poll=%.2fs", POLL_SECONDS)
     try:
         while True:
@@ -77,6 +78,11 @@ async def run_show(settings: Settings, pool: asyncpg.Pool) -> None:
                     continue
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
                 logger.warning("draw show release failed error=%r retry_in=%.1fs", error, POLL_SECONDS)
+            except Exception:
+                # A bug in one step must not end the show of every draw until the next restart;
+                # the transaction rolled back, so the step is tried again after a longer pause.
+                logger.exception("draw show release crashed retry_in=%.1fs", CRASH_RETRY_SECONDS)
+                await asyncio.sleep(CRASH_RETRY_SECONDS)
             await asyncio.sleep(POLL_SECONDS)
     finally:
         logger.info("draw show stopped")

@@ -1,9 +1,11 @@
 """The draws consumer killed mid-show (SIGKILL) resumes, in a new process, to the same winners."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from consumers import draw_admin
 from festival.settings import Settings
@@ -89,3 +91,29 @@ async def test_resumed_show_publishes_each_step_once(pool: asyncpg.Pool, setting
 
     live_rows = await pool.fetchval("SELECT count(*) FROM outbox WHERE topic LIKE '%/live'")
     assert live_rows == 6
+
+
+async def test_show_survives_release_bug(settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumers import draw_live
+
+    calls = 0
+
+    async def broken_release(*_args: object, **_kwargs: object) -> int:
+        nonlocal calls
+        calls += 1
+        raise ValueError("broken step")
+
+    monkeypatch.setattr(draw_live, "release_due", broken_release)
+    monkeypatch.setattr(draw_live, "CRASH_RETRY_SECONDS", 0.01)
+    show = asyncio.create_task(draw_live.run_show(settings, pool))
+    try:
+        await wait_until(lambda: _at_least(lambda: calls, 2), timeout=5)
+    finally:
+        show.cancel()
+        await asyncio.gather(show, return_exceptions=True)
+
+    assert calls >= 2
+
+
+async def _at_least(read, minimum: int) -> bool:  # type: ignore[no-untyped-def]
+    return bool(read() >= minimum)
