@@ -176,7 +176,9 @@ class DeliveryHandler:
                 "event_id": str(envelope.id),
                 "event_type": envelope.type,
                 "attempts": attempts,
-                "error": reason,
+                # Only the exception class goes on the bus: a message can quote the row that
+                # failed. The full reason is in the `dead_letters` table for operators.
+                "error": reason.split(":", 1)[0],
             },
             traceparent=trace_fields.get(tracing.TRACEPARENT),
             tracestate=trace_fields.get(tracing.TRACESTATE),

@@ -125,8 +125,14 @@ async def test_failing_event_dead_lettered(settings: Settings, pool: asyncpg.Poo
 
     status = await pool.fetchval("SELECT status FROM deliveries WHERE consumer = 'payments'")
     notices = await pool.fetchval("SELECT count(*) FROM outbox WHERE topic LIKE '%/dead-letters/payments'")
+    published_error = await pool.fetchval(
+        "SELECT envelope->'data'->>'error' FROM outbox WHERE topic LIKE '%/dead-letters/payments'"
+    )
+    stored_error = await pool.fetchval("SELECT error FROM dead_letters")
     assert status == "dead"
     assert notices == 1
+    assert published_error == "ValidationError"
+    assert stored_error.startswith("ValidationError: ")
 
 
 async def _dead_letter_count(pool: asyncpg.Pool, expected: int) -> bool:
