@@ -10,13 +10,16 @@ from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
 from gateway.auth import require_operator
 from gateway.problems import PROBLEM_RESPONSES, ProblemError
 
 logger = logging.getLogger(__name__)
+
+# `dead_letters.id` is a bigserial, so a larger id cannot exist and asyncpg cannot even send it.
+BIGINT_MAX = 2**63 - 1
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["operator"], dependencies=[Depends(require_operator)])
 
@@ -69,7 +72,7 @@ ON CONFLICT (event_id, consumer) DO UPDATE SET status = 'pending', attempts = 0,
 @router.get("", response_model=DeadLetterPage, responses=PROBLEM_RESPONSES)
 async def list_dead_letters(
     request: Request,
-    after: Annotated[int, Query(ge=0, description="id of the last dead letter of the previous page")] = 0,
+    after: Annotated[int, Query(ge=0, le=BIGINT_MAX, description="id of the last dead letter of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DeadLetterPage:
     """List dead letters not replayed yet, oldest first."""
@@ -82,7 +85,7 @@ async def list_dead_letters(
 
 
 @router.post("/{dead_letter_id}/replay", response_model=ReplayView, responses=PROBLEM_RESPONSES)
-async def replay_dead_letter(dead_letter_id: int, request: Request) -> ReplayView:
+async def replay_dead_letter(dead_letter_id: Annotated[int, Path(le=BIGINT_MAX)], request: Request) -> ReplayView:
     """Deliver a dead-lettered event to its consumer again."""
     pool: asyncpg.Pool = request.app.state.pool
     async with pool.acquire() as connection, connection.transaction():

@@ -199,6 +199,20 @@ async def test_dead_letter_replay_unknown(client: httpx.AsyncClient) -> None:
     assert response.status_code == 404
 
 
+async def test_dead_letter_replay_id_past_bigint(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"/v1/dead-letters/{2**63}/replay", headers=AUTH)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "#/path/dead_letter_id"
+
+
+async def test_dead_letters_after_past_bigint(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/dead-letters", params={"after": 2**63}, headers=AUTH)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "#/query/after"
+
+
 async def test_dead_letters_token_required(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/dead-letters")
 
