@@ -5,7 +5,7 @@ API never reveals a result before the screens do. Winners carry masked values on
 """
 
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
@@ -21,9 +21,13 @@ from schemas.draws import AuditPrize, AuditSnapshot, AuditWinner, DrawAudit, Lot
 from schemas.live import DrawStatus, LivePrize, LiveWinner
 
 
+# PostgreSQL text cannot store U+0000, so a title or prize that contains it is invalid input.
+StoredText = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
 class DrawCreate(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
-    prizes: list[str] = Field(min_length=1, max_length=100, description="prize descriptions, 1st prize first")
+    title: StoredText = Field(min_length=1, max_length=200)
+    prizes: list[StoredText] = Field(min_length=1, max_length=100, description="prize descriptions, 1st prize first")
     scheduled_at: AwareDatetime
     cutoff_at: AwareDatetime
     series: int = Field(default=1, ge=1, le=1000)
@@ -37,10 +41,20 @@ class DrawCreate(BaseModel):
             raise ValueError("blank")
         return value.strip()
 
+    @field_validator("scheduled_at", "cutoff_at")
+    @classmethod
+    def _in_utc_range(cls, value: datetime) -> datetime:
+        # asyncpg sends times in UTC: 9999-12-31T23:00-03:00 or 0001-01-01T00:00+05:00 has no UTC value.
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range") from None
+        return value
+
 
 class LoteriaResultsInput(BaseModel):
     prizes: list[str] = Field(description="the 1st to 5th prizes of the extraction, such as \"50366\" or \"50.366\"")
-    contest: str | None = Field(default=None, max_length=20)
+    contest: StoredText | None = Field(default=None, max_length=20)
     drawn_on: date | None = None
 
 

@@ -94,6 +94,21 @@ async def test_create_naive_time(client: httpx.AsyncClient) -> None:
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize("field", ["scheduled_at", "cutoff_at"])
+async def test_create_time_past_utc_range(client: httpx.AsyncClient, field: str) -> None:
+    body = new_draw()
+    body[field] = "9999-12-31T23:59:59-03:00" if field == "scheduled_at" else "0001-01-01T00:00:00+05:00"
+    response = await client.post("/v1/draws", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == f"#/body/{field}"
+
+
+@pytest.mark.parametrize("overrides", [{"title": "Sorteio\x00"}, {"prizes": ["Carro\x00"]}], ids=["title", "prize"])
+async def test_create_nul_character(client: httpx.AsyncClient, overrides: dict[str, Any]) -> None:
+    response = await client.post("/v1/draws", json=new_draw(**overrides), headers=AUTH)
+    assert response.status_code == 422
+
+
 async def test_create_unknown_mode(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/draws", json=new_draw(mode="bingo"), headers=AUTH)
     assert response.status_code == 422
@@ -161,6 +176,13 @@ async def test_loteria_without_results(client: httpx.AsyncClient) -> None:
 async def test_loteria_bad_results(client: httpx.AsyncClient) -> None:
     draw = await create(client, mode="loteria_federal")
     body = {"prizes": ["50366", "33514", "455"]}
+    response = await client.put(f"/v1/draws/{draw['id']}/loteria-federal", json=body, headers=AUTH)
+    assert response.status_code == 422
+
+
+async def test_loteria_contest_nul_character(client: httpx.AsyncClient) -> None:
+    draw = await create(client, mode="loteria_federal")
+    body = {"prizes": ["50366", "12345", "00001", "99999", "54321"], "contest": "5\x00"}
     response = await client.put(f"/v1/draws/{draw['id']}/loteria-federal", json=body, headers=AUTH)
     assert response.status_code == 422
 
