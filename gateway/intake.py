@@ -7,13 +7,14 @@ Each failure raises a `ProblemError` with a Portuguese detail; no body or field 
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.requests import Request
 
 from gateway.problems import ProblemError, field_errors, invalid_fields
 from gateway.signing import WebhookVerifier
+from schemas.problems import FieldError
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def parse_body(delivery: SignedDelivery, model: type[ModelT]) -> ModelT:
         ) from None
 
     try:
-        return model.model_validate_json(text)
+        parsed = model.model_validate_json(text)
     except ValidationError as error:
         problem = _problem_for(error)
         logger.warning(
@@ -108,6 +109,33 @@ def parse_body(delivery: SignedDelivery, model: type[ModelT]) -> ModelT:
             [item.pointer for item in problem.errors or ()],
         )
         raise problem from None
+
+    # JSON can carry U+0000 only as the escape \u0000. PostgreSQL text and jsonb cannot store it, and
+    # one such value would fail the whole NIX batch it is written in.
+    if "\\u0000" in text:
+        pointers = _nul_pointers(parsed.model_dump(by_alias=True), "#")
+        if pointers:
+            logger.warning(
+                "webhook rejected partner=%s webhook_id=%s reason=nul_character fields=%s",
+                delivery.partner, delivery.webhook_id, pointers,
+            )
+            raise invalid_fields([
+                FieldError(pointer=pointer, code="nul_character", detail="O texto contém o caractere nulo (U+0000).")
+                for pointer in pointers
+            ])
+    return parsed
+
+
+def _nul_pointers(value: Any, pointer: str) -> list[str]:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        return [pointer] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _nul_pointers(item, f"{pointer}/{key}")]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _nul_pointers(item, f"{pointer}/{index}")]
+    return []
 
 
 def _problem_for(error: ValidationError) -> ProblemError:

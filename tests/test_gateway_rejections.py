@@ -62,6 +62,14 @@ CASES: dict[str, tuple[bytes, str, int, str, str | None]] = {
     "unknown_type": (encode({**nix_event("charge.paid"), "type": "charge.lost"}), "application/json", 422, "validation_failed", "#/type"),
     "paid_without_paid_at": (encode(nix_event("charge.paid", paid_at=None)), "application/json", 422, "validation_failed", "#"),
     "json_array": (b"[]", "application/json", 422, "validation_failed", "#"),
+    "nul_in_name": (
+        encode(nix_event("charge.paid", customer={"name": "Ana\x00"})), "application/json", 422, "validation_failed",
+        "#/data/customer/name",
+    ),
+    "nul_in_failure_reason": (
+        encode(nix_event("charge.failed", failure_reason="card\x00")), "application/json", 422, "validation_failed",
+        "#/data/failure_reason",
+    ),
 }
 
 

@@ -144,6 +144,18 @@ async def test_invalid_fields_not_echoed(client: httpx.AsyncClient) -> None:
     assert "12345678909" not in response.text
 
 
+async def test_nul_in_user_rejected(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    body = redetv_event("subscription.created", at=AT)
+    body["user"]["name"] = "Conceição\x00"  # type: ignore[index]
+
+    response = await _post(client, body)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "#/user/name"
+    assert "Conceição" not in response.text
+    assert await pool.fetchval("SELECT count(*) FROM inbox") == 0
+
+
 async def test_unknown_fields_kept(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     body = redetv_event("subscription.created", at=AT)
     body["campaign"] = "verao"
