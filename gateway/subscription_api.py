@@ -9,7 +9,7 @@ from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, PlainSerializer
 
 from gateway.auth import require_operator
@@ -74,7 +74,11 @@ FROM subscription_history WHERE subscription_ref = $1 ORDER BY id
 
 
 @router.get("/subscriptions/{subscription_ref}", response_model=SubscriptionView, responses=PROBLEM_RESPONSES)
-async def get_subscription(subscription_ref: str, request: Request) -> SubscriptionView:
+async def get_subscription(
+    # PostgreSQL text cannot contain U+0000, so asyncpg would fail to send such a ref.
+    subscription_ref: Annotated[str, Path(pattern=r"^[^\x00]+$")],
+    request: Request,
+) -> SubscriptionView:
     """Return a subscription with its payments, lucky numbers and status history."""
     pool: asyncpg.Pool = request.app.state.pool
     async with pool.acquire() as connection, connection.transaction(readonly=True, isolation="repeatable_read"):

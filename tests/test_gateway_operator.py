@@ -105,6 +105,13 @@ async def test_subscription_unknown(client: httpx.AsyncClient) -> None:
     assert response.json()["code"] == "subscription_not_found"
 
 
+async def test_subscription_ref_nul_character(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/subscriptions/sub%00", headers=AUTH)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "#/path/subscription_ref"
+
+
 @pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer wrong"}, {"authorization": "Basic b3A6b3A="}],
                          ids=["missing", "wrong", "basic"])
 async def test_operator_token_required(client: httpx.AsyncClient, db: asyncpg.Connection, headers: dict[str, str]) -> None:
