@@ -6,21 +6,14 @@ from starlette.responses import Response
 from gateway.intake import parse_body, receive_signed
 from gateway.nix_events import ingest_nix_event
 from gateway.nix_pix import ingest_pix_callback
-from gateway.openapi import signed_json_body
-from gateway.problems import PROBLEM_RESPONSES
+from gateway.openapi import WEBHOOK_RESPONSES, signed_json_body
 from schemas.nix import NixEvent
 from schemas.pix import PixCallback
 
 router = APIRouter(tags=["webhooks"])
 
-_ANSWERS = {
-    202: {"description": "accepted: recorded with the ids of the events it produced"},
-    200: {"description": "already recorded: the ids of the events the first delivery produced"},
-    **PROBLEM_RESPONSES,
-}
 
-
-@router.post("/webhooks/nix", status_code=202, responses=_ANSWERS, openapi_extra=signed_json_body(NixEvent))
+@router.post("/webhooks/nix", status_code=202, responses=WEBHOOK_RESPONSES, openapi_extra=signed_json_body(NixEvent))
 async def receive_nix_event(request: Request) -> Response:
     """Receive one signed NIX charge event."""
     state = request.app.state
@@ -33,7 +26,7 @@ async def receive_nix_event(request: Request) -> Response:
     return result.to_response()
 
 
-@router.post("/webhooks/nix/pix", status_code=202, responses=_ANSWERS, openapi_extra=signed_json_body(PixCallback))
+@router.post("/webhooks/nix/pix", status_code=202, responses=WEBHOOK_RESPONSES, openapi_extra=signed_json_body(PixCallback))
 async def receive_pix_callback(request: Request) -> Response:
     """Receive a signed API Pix callback (`{"pix": [...]}`) forwarded by NIX."""
     state = request.app.state

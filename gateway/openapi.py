@@ -10,9 +10,19 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from gateway.problems import PROBLEM_RESPONSES
+
 _COMPONENTS: dict[str, Any] = {}
 
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+# Responses of every partner webhook route; `gateway.inbox.IngestResult.to_response` builds the 200 and 202.
+WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "accepted: recorded with the ids of the events it produced"},
+    200: {"description": "already recorded: the ids of the events the first delivery produced"},
+    **PROBLEM_RESPONSES,
+}
 
 
 def signed_json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from broker.envelope import Envelope
 from festival.outbox import Outbox, envelope_for
 from gateway.inbox import AlreadyRecorded, IngestResult, record_delivery, stored_event_ids
 from gateway.intake import SignedDelivery, parse_body, receive_signed
-from gateway.openapi import signed_json_body
-from gateway.problems import PROBLEM_RESPONSES
+from gateway.openapi import WEBHOOK_RESPONSES, signed_json_body
 from schemas.events import SubscriptionUpdated
 from schemas.redetv import RedetvUser, RedetvWebhook
 
@@ -25,12 +24,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
 
 SOURCE = "/gateway/redetv"
-
-_ANSWERS = {
-    202: {"description": "accepted: recorded with the ids of the events it produced"},
-    200: {"description": "already recorded: the ids of the events the first delivery produced"},
-    **PROBLEM_RESPONSES,
-}
 
 # Every event repeats the user; the write (and its dead row) is skipped when nothing changed.
 UPSERT_CUSTOMER = """
@@ -76,7 +69,7 @@ def translate(webhook: RedetvWebhook) -> SubscriptionUpdated | None:
     )
 
 
-@router.post("/webhooks/redetv", status_code=202, responses=_ANSWERS, openapi_extra=signed_json_body(RedetvWebhook))
+@router.post("/webhooks/redetv", status_code=202, responses=WEBHOOK_RESPONSES, openapi_extra=signed_json_body(RedetvWebhook))
 async def receive_redetv_event(request: Request) -> Response:
     """Receive one signed REDETV!PLUS subscription or user event."""
     state = request.app.state
