@@ -5,10 +5,12 @@ decimals (the API Pix `valor` format) and RFC 3339 times with an offset.
 """
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -53,9 +55,22 @@ Amount = Annotated[
 ]
 """Positive BRL amount written as a string with exactly two decimals (`"29.90"`)."""
 
+def _check_utc_range(value: datetime) -> datetime:
+    # PostgreSQL stores times in UTC: 9999-12-31T23:00-03:00 or 0001-01-01T00:00+05:00 has no UTC value.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_out_of_range", "time is outside the range PostgreSQL can store") from None
+    return value
+
+
+StorableTime = Annotated[AwareDatetime, AfterValidator(_check_utc_range)]
+"""Timezone-aware time that has a UTC value, so PostgreSQL can store it."""
+
 Rfc3339 = Annotated[
     AwareDatetime,
     BeforeValidator(_check_rfc3339),
+    AfterValidator(_check_utc_range),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 """Timezone-aware time written in RFC 3339 with an offset."""

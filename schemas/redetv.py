@@ -8,7 +8,7 @@ never echo the input.
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from festival.domain.subscriptions import (
     LifecycleFact,
@@ -18,6 +18,7 @@ from festival.domain.subscriptions import (
     SubscriptionRenewed,
     SubscriptionSuspended,
 )
+from schemas.pix import StorableTime
 
 RedetvEventType = Literal[
     "subscription.created",
@@ -45,7 +46,7 @@ class RedetvSubscription(BaseModel):
     plan: Literal["mensal", "anual"]
     # The partner's own status word; kept as sent because the platform derives its own status.
     status: str
-    current_period_end: AwareDatetime | None = None
+    current_period_end: StorableTime | None = None
 
 
 class RedetvUser(BaseModel):
@@ -71,7 +72,7 @@ class RedetvWebhook(BaseModel):
 
     event_id: str
     event: RedetvEventType
-    occurred_at: AwareDatetime
+    occurred_at: StorableTime
     subscription: RedetvSubscription | None = None
     user: RedetvUser | None = None
 

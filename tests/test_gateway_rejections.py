@@ -1,5 +1,6 @@
 """Bad NIX deliveries: each gets a 4xx problem in Portuguese and leaves nothing stored."""
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -177,3 +178,17 @@ async def test_rejection_pix_empty_list(client: httpx.AsyncClient) -> None:
     response = await client.post("/webhooks/nix/pix", content=body, headers=signed_headers(body))
 
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-03:00"])
+async def test_time_without_utc_value(when: str, settings: Settings, pool: asyncpg.Pool) -> None:
+    body = nix_event("charge.paid")
+    body["created_at"] = when
+
+    async with gateway_client(settings) as client:
+        raw = json.dumps(body).encode()
+        response = await client.post("/webhooks/nix", content=raw, headers=signed_headers(raw))
+
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert await pool.fetchval("SELECT count(*) FROM inbox") == 0
