@@ -35,8 +35,8 @@ WRITERS = 4
 
 # Rows skipped by `ON CONFLICT DO NOTHING` on the inbox were recorded before: only the rows the
 # inbox returns go on to the other tables. Customers and charges are written in key order, so two
-# batches take their shared row locks in the same order; a deadlock that happens anyway makes the
-# writer record that batch one event per transaction.
+# batches take their shared row locks in the same order; a deadlock that happens anyway, like any
+# other database error, makes the writer record that batch one event per transaction.
 RECORD_BATCH = """
 WITH input AS (
     SELECT * FROM unnest(
@@ -151,8 +151,10 @@ class NixBatchWriter:
         unique, repeated = _split_repeats(batch)
         try:
             recorded = await self._record(unique)
-        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as error:
-            logger.warning("nix batch conflict size=%d error=%r; recording one by one", len(unique), error)
+        except asyncpg.PostgresError as error:
+            # A deadlock, or one event that passed validation but that PostgreSQL rejects: record
+            # each event in its own transaction, so only the bad one fails.
+            logger.warning("nix batch failed size=%d error=%r; recording one by one", len(unique), error)
             await self._record_one_by_one(unique)
             recorded = None
 

@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
 
 from festival.settings import Settings
 from tests.gateway_support import gateway_client, nix_event, signed_headers
@@ -44,3 +45,21 @@ async def test_batch_mixes_new_and_repeated(settings: Settings, pool: asyncpg.Po
     assert statuses[:20] == [202] * 20
     assert statuses[20:] == [200] * 5
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 21
+
+
+async def test_batch_error_records_one_by_one(
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.nix_batch import NixBatchWriter
+
+    async def rejected(self: NixBatchWriter, items: list[object]) -> set[str]:
+        raise asyncpg.DataError("value rejected by PostgreSQL")
+
+    monkeypatch.setattr(NixBatchWriter, "_record", rejected)
+    bodies = [nix_event("charge.paid", charge_id=f"ch_single_{index}") for index in range(5)]
+
+    async with gateway_client(settings) as client:
+        statuses = await asyncio.gather(*(_post(client, body) for body in bodies))
+
+    assert statuses == [202] * 5
+    assert await pool.fetchval("SELECT count(*) FROM inbox") == 5
