@@ -1,7 +1,7 @@
 """The topic tree and which consumers must apply each internal topic.
 
-Names here are relative to the root (`festival/v1` unless `FESTIVAL_TOPIC_ROOT` says otherwise,
-which the tests use to give every test its own tree).
+Names here are relative to the root, `festival/v1` by default. `FESTIVAL_TOPIC_ROOT` sets another
+root, which the tests use to give every test its own tree.
 """
 
 DEFAULT_ROOT = "festival/v1"

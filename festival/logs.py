@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; `component` tells which process wrote it under `festival up`."""
+    """One JSON object per line; `component` names the process that wrote it under `festival up`."""
 
     def __init__(self, component: str) -> None:
         super().__init__()

@@ -2,8 +2,9 @@
 
 Requests queue their prepared rows. A few writer tasks each take whatever is queued and record it
 with one statement that writes the inbox, customers, charges, outbox and deliveries, and
-PostgreSQL runs that statement as one transaction. Each request still gets its answer only after that commit, so a 2xx still means the
-delivery is in PostgreSQL, but the commit and the round trips are shared by the whole batch.
+PostgreSQL runs that statement as one transaction. Each request gets its response only after
+that commit, so a 2xx still means the delivery is in PostgreSQL. The batch shares one commit and
+one round trip.
 
 Events with a txid keep the per-request transaction of `gateway.nix_events`, because they take an
 advisory lock per txid and may release waiting PIX.

@@ -49,7 +49,7 @@ class PaymentFailed(EventData):
 
 
 class PaymentRefunded(EventData):
-    """A refund changed state, or a chargeback arrived (`kind` tells which)."""
+    """A refund changed state, or a chargeback arrived (`kind` is `refund` or `chargeback`)."""
 
     TOPIC: ClassVar[str] = topics.PAYMENTS_REFUNDED
     TYPE: ClassVar[str] = event_type("payment.refunded")
