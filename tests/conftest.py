@@ -3,10 +3,15 @@
 Each test gets its own database (copied from a migrated template) and its own topic root.
 """
 
+import asyncio
+import functools
+import inspect
 import os
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,6 +21,50 @@ from festival.services import EmbeddedPostgres, Mosquitto, MosquittoCredentials,
 from festival.settings import Settings
 
 TEMPLATE_DATABASE = "festival_template"
+
+# Deadline of an async test without its own `timeout` mark. At the deadline asyncio cancels the
+# test, so its context managers clean up and the session's event loop stays usable for the rest.
+ASYNC_TEST_SECONDS = 120.0
+# pytest-timeout (method "thread") is the last resort for a hang that cancellation cannot reach,
+# such as a fixture: it prints every thread's stack and ends the session at once.
+HARD_LIMIT_MARGIN_SECONDS = 60.0
+
+# Every client in the tests talks to loopback; a proxy from the environment must not see it.
+os.environ["NO_PROXY"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+os.environ["no_proxy"] = os.environ["NO_PROXY"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "obj", None)
+        if not inspect.iscoroutinefunction(function):
+            continue
+        marker = item.get_closest_marker("timeout")
+        seconds = float(marker.args[0]) if marker and marker.args else ASYNC_TEST_SECONDS
+        item.obj = _with_deadline(function, seconds)  # type: ignore[attr-defined]
+        item.add_marker(pytest.mark.timeout(seconds + HARD_LIMIT_MARGIN_SECONDS), append=False)
+
+
+def _with_deadline(
+    function: Callable[..., Coroutine[Any, Any, None]], seconds: float
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    @functools.wraps(function)
+    async def bounded(*args: Any, **kwargs: Any) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await function(*args, **kwargs)
+        except TimeoutError:
+            _print_pending_tasks(function.__name__, seconds)
+            raise
+
+    return bounded
+
+
+def _print_pending_tasks(name: str, seconds: float) -> None:
+    # Where each task waits is what a hang report needs; pytest shows only the test's own stack.
+    print(f"\n{name} passed its deadline of {seconds:.0f} s; pending tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        task.print_stack(limit=8, file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
