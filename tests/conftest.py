@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from festival.db import migrate
@@ -171,3 +172,22 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(settings.require_database_url(), max_size=5)
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app with its lifespan running, behind an in-process httpx client."""
+    from tests.gateway_support import gateway_client
+
+    async with gateway_client(settings) as client:
+        yield client
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the test's database."""
+    from festival.db import connect
+
+    connection = await connect(settings.require_database_url())
+    yield connection
+    await connection.close()

@@ -1,23 +1,14 @@
 """Draws admin API: creation, bad inputs in Portuguese, cancel and trigger rules, public view."""
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from festival.settings import Settings
 from tests.conftest import OPERATOR_TOKEN
-from tests.gateway_support import gateway_client
 
 AUTH = {"authorization": f"Bearer {OPERATOR_TOKEN}"}
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(settings) as client:
-        yield client
 
 
 def new_draw(**overrides: Any) -> dict[str, Any]:

@@ -2,40 +2,22 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from festival.settings import Settings
 from tests.gateway_support import (
     END_TO_END_ID,
     TXID,
     encode,
-    gateway_client,
     nix_event,
     pix_item,
     post_signed,
     signed_headers,
 )
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(settings) as client:
-        yield client
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    from festival.db import connect
-
-    connection = await connect(settings.require_database_url())
-    yield connection
-    await connection.close()
 
 
 async def _outbox(db: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -1,7 +1,6 @@
 """Operator API (subscription view, dead letters), probes and the app's problem responses."""
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -10,25 +9,9 @@ import pytest
 
 from festival.settings import Settings
 from tests.conftest import OPERATOR_TOKEN
-from tests.gateway_support import gateway_client
 
 AUTH = {"authorization": f"Bearer {OPERATOR_TOKEN}"}
 PAID_AT = datetime(2025, 3, 1, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(settings) as client:
-        yield client
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    from festival.db import connect
-
-    connection = await connect(settings.require_database_url())
-    yield connection
-    await connection.close()
 
 
 async def _add_subscription(db: asyncpg.Connection) -> uuid.UUID:

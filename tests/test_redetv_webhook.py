@@ -1,12 +1,10 @@
 """`POST /webhooks/redetv` against PostgreSQL: inbox, customers and outbox in one transaction."""
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
-import pytest
 
 from festival.settings import Settings
 from tests.gateway_support import SECOND_SECRET, gateway_client, signed_headers
@@ -14,12 +12,6 @@ from tests.subscription_flow_support import REF, USER, redetv_event
 
 AT = datetime(2026, 3, 1, 15, 0, tzinfo=UTC)
 PERSONAL = ("Conceição", "conceicao@example.com", "123.456.789-09", "+5511987654321")
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(settings) as client:
-        yield client
 
 
 async def _post(client: httpx.AsyncClient, body: dict[str, object], **signing: object) -> httpx.Response:
