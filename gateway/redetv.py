@@ -1,7 +1,7 @@
 """REDETV!PLUS webhook endpoint: subscription lifecycle events and `user.updated`.
 
-In one transaction it records the delivery in the inbox, the user's personal data in `customers`
-and the canonical `SubscriptionUpdated` event in the outbox. Events carry ids, plan and times only.
+In one transaction it records the delivery in the inbox, the user's personal data in `redetv_users`
+and `customers`, and the canonical `SubscriptionUpdated` event in the outbox. Events carry ids, plan and times only.
 """
 
 import logging
@@ -17,7 +17,7 @@ from gateway.inbox import AlreadyRecorded, IngestResult, record_delivery, stored
 from gateway.intake import SignedDelivery, parse_body, receive_signed
 from gateway.openapi import WEBHOOK_RESPONSES, signed_json_body
 from schemas.events import SubscriptionUpdated
-from schemas.redetv import RedetvUser, RedetvWebhook
+from schemas.redetv import RedetvWebhook
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,27 @@ WHERE (known.user_id, known.name, known.email, known.cpf, known.phone)
                       coalesce(EXCLUDED.cpf, known.cpf), coalesce(EXCLUDED.phone, known.phone))
 """
 
-# NOTE: `user.updated` reaches only the subscriptions whose customer row or subscription row
-# already names the user. The data of a user whose first subscription event has not arrived is lost.
+# A field sent with an older `occurred_at` fills only what the newer data left empty, so the
+# merged user does not depend on the order in which the events arrive.
+MERGE_USER = """
+INSERT INTO redetv_users AS known (user_id, name, email, cpf, phone, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (user_id) DO UPDATE SET
+    name = CASE WHEN EXCLUDED.occurred_at >= known.occurred_at
+                THEN coalesce(EXCLUDED.name, known.name) ELSE coalesce(known.name, EXCLUDED.name) END,
+    email = CASE WHEN EXCLUDED.occurred_at >= known.occurred_at
+                 THEN coalesce(EXCLUDED.email, known.email) ELSE coalesce(known.email, EXCLUDED.email) END,
+    cpf = CASE WHEN EXCLUDED.occurred_at >= known.occurred_at
+               THEN coalesce(EXCLUDED.cpf, known.cpf) ELSE coalesce(known.cpf, EXCLUDED.cpf) END,
+    phone = CASE WHEN EXCLUDED.occurred_at >= known.occurred_at
+                 THEN coalesce(EXCLUDED.phone, known.phone) ELSE coalesce(known.phone, EXCLUDED.phone) END,
+    occurred_at = greatest(known.occurred_at, EXCLUDED.occurred_at),
+    updated_at = now()
+RETURNING name, email, cpf, phone
+"""
+
+KNOWN_USER = "SELECT name, email, cpf, phone FROM redetv_users WHERE user_id = $1"
+
 UPDATE_USER = """
 UPDATE customers SET
     user_id = $1,
@@ -95,8 +114,7 @@ async def ingest_redetv_event(
             async with connection.transaction():
                 if not await record_delivery(connection, delivery, event_ids, webhook.event_id):
                     raise AlreadyRecorded(await stored_event_ids(connection, delivery, webhook.event_id))
-                if webhook.user is not None:
-                    await _record_user(connection, webhook, webhook.user)
+                await _record_user(connection, webhook)
                 await outbox.enqueue_envelopes(connection, entries)
         except AlreadyRecorded as duplicate:
             logger.info("redetv event already recorded webhook_id=%s redetv_event_id=%s", delivery.webhook_id, webhook.event_id)
@@ -110,10 +128,27 @@ async def ingest_redetv_event(
     return IngestResult(event_ids, duplicate=False)
 
 
-async def _record_user(connection: asyncpg.Connection, webhook: RedetvWebhook, user: RedetvUser) -> None:
-    personal = user.personal_data()
-    values = (personal["name"], personal["email"], personal["cpf"], personal["phone"])
-    if webhook.subscription is not None:
-        await connection.execute(UPSERT_CUSTOMER, webhook.subscription.id, user.id, *values)
+async def _record_user(connection: asyncpg.Connection, webhook: RedetvWebhook) -> None:
+    """Merge the event's user data, if any, and copy the merged user to its customer rows."""
+    subscription = webhook.subscription
+    if webhook.user is not None:
+        user_id = webhook.user.id
+        personal = webhook.user.personal_data()
+        merged = await connection.fetchrow(
+            MERGE_USER, user_id, personal["name"], personal["email"], personal["cpf"], personal["phone"],
+            webhook.occurred_at,
+        )
+    elif subscription is not None:
+        # A subscription event without a user still picks up a `user.updated` that came first.
+        user_id = subscription.user_id
+        merged = await connection.fetchrow(KNOWN_USER, user_id)
     else:
-        await connection.execute(UPDATE_USER, user.id, *values)
+        return
+
+    if merged is None:
+        return
+    values = (merged["name"], merged["email"], merged["cpf"], merged["phone"])
+    if subscription is not None:
+        await connection.execute(UPSERT_CUSTOMER, subscription.id, user_id, *values)
+    else:
+        await connection.execute(UPDATE_USER, user_id, *values)

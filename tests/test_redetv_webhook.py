@@ -74,6 +74,47 @@ async def test_user_updated_changes_customer(client: httpx.AsyncClient, pool: as
     assert events == 1
 
 
+def _user_updated(event_id: str, at: datetime, **fields: str) -> dict[str, object]:
+    return {"event_id": event_id, "event": "user.updated", "occurred_at": at.isoformat(), "user": {"id": USER, **fields}}
+
+
+async def _customer(pool: asyncpg.Pool) -> asyncpg.Record:
+    return await pool.fetchrow("SELECT user_id, name, email, phone FROM customers WHERE subscription_ref = $1", REF)
+
+
+async def test_user_updated_before_created(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    await _post(client, _user_updated("rtv_user_early", AT + timedelta(hours=1), email="nova@example.com"))
+    await _post(client, redetv_event("subscription.created", at=AT))
+
+    row = await _customer(pool)
+    assert row["user_id"] == USER
+    assert row["email"] == "nova@example.com"
+    assert row["name"] == "Conceição Araújo"
+
+
+async def test_older_user_update_keeps_newer(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    await _post(client, redetv_event("subscription.created", at=AT))
+    await _post(client, _user_updated("rtv_user_new", AT + timedelta(hours=2), email="nova@example.com"))
+    await _post(client, _user_updated("rtv_user_old", AT + timedelta(hours=1), email="velha@example.com", phone="+5521912345678"))
+
+    row = await _customer(pool)
+    assert row["email"] == "nova@example.com"
+    assert row["phone"] == "+5511987654321"
+
+
+async def test_event_without_user_takes_known(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    await _post(client, _user_updated("rtv_user_first", AT, name="Maria Souza", email="maria@example.com"))
+    created = redetv_event("subscription.created", at=AT + timedelta(minutes=5))
+    del created["user"]
+
+    response = await _post(client, created)
+
+    row = await _customer(pool)
+    assert response.status_code == 202
+    assert row["name"] == "Maria Souza"
+    assert row["email"] == "maria@example.com"
+
+
 async def test_redelivery_returns_first_ids(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     body = redetv_event("subscription.renewed", at=AT)
 
