@@ -29,6 +29,7 @@ def routers() -> list[APIRouter]:
     """Return every router of the gateway, in the order they are included."""
     from gateway import (
         asyncapi_routes,
+        dashboard,
         dead_letter_api,
         draws_api,
         health,
@@ -51,6 +52,7 @@ def routers() -> list[APIRouter]:
         live_events.router,
         live_page.router,
         asyncapi_routes.router,
+        dashboard.router,
     ]
 
 
