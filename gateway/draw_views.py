@@ -4,6 +4,7 @@ The seed and the winners appear only once the draw is completed (the live show h
 API never reveals a result before the screens do. Winners carry masked values only.
 """
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -92,16 +93,50 @@ def _loteria(draw: asyncpg.Record) -> LoteriaFederalResult | None:
     return LoteriaFederalResult(prizes=list(draw["loteria_results"]), contest=draw["loteria_contest"], drawn_on=draw["loteria_drawn_on"])
 
 
-async def winners_of(connection: asyncpg.Connection, draw_id: UUID) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await connection.fetch(
-        "SELECT position, number, display_name, masked_cpf FROM draw_winners WHERE draw_id = $1 ORDER BY position", draw_id
+def _revealed(draw: asyncpg.Record) -> bool:
+    return bool(draw["status"] == "completed")
+
+
+def _revealed_seed(draw: asyncpg.Record) -> str | None:
+    seed: str | None = draw["seed"] if _revealed(draw) else None
+    return seed
+
+
+async def winners_by_draw(connection: asyncpg.Connection, draws: Sequence[asyncpg.Record]) -> dict[UUID, list[asyncpg.Record]]:
+    """Load the winners of every completed draw in `draws` with one query, keyed by draw id.
+
+    A draw that is not completed maps to an empty list, even when its winners are already stored.
+    """
+    completed = [draw["id"] for draw in draws if _revealed(draw)]
+    winners: dict[UUID, list[asyncpg.Record]] = {draw["id"]: [] for draw in draws}
+    if not completed:
+        return winners
+
+    rows = await connection.fetch(
+        "SELECT draw_id, position, number, display_name, masked_cpf FROM draw_winners"
+        " WHERE draw_id = ANY($1::uuid[]) ORDER BY draw_id, position",
+        completed,
     )
-    return rows
+    for row in rows:
+        winners[row["draw_id"]].append(row)
+    return winners
+
+
+async def _winners_of(connection: asyncpg.Connection, draw: asyncpg.Record) -> list[asyncpg.Record]:
+    return (await winners_by_draw(connection, [draw]))[draw["id"]]
+
+
+async def draw_views_of(connection: asyncpg.Connection, draws: Sequence[asyncpg.Record]) -> list[DrawView]:
+    """Build the API document of each draw, loading the winners of all of them in one query."""
+    winners = await winners_by_draw(connection, draws)
+    return [_draw_view(draw, winners[draw["id"]]) for draw in draws]
 
 
 async def draw_view(connection: asyncpg.Connection, draw: asyncpg.Record) -> DrawView:
-    completed = draw["status"] == "completed"
-    rows = await winners_of(connection, draw["id"]) if completed else []
+    return _draw_view(draw, await _winners_of(connection, draw))
+
+
+def _draw_view(draw: asyncpg.Record, rows: list[asyncpg.Record]) -> DrawView:
     return DrawView(
         id=draw["id"],
         title=draw["title"],
@@ -118,7 +153,7 @@ async def draw_view(connection: asyncpg.Connection, draw: asyncpg.Record) -> Dra
         frozen_at=draw["frozen_at"],
         started_at=draw["started_at"],
         completed_at=draw["completed_at"],
-        seed=draw["seed"] if completed else None,
+        seed=_revealed_seed(draw),
         loteria_federal=_loteria(draw),
         winners=[
             LiveWinner(
@@ -133,7 +168,6 @@ async def draw_view(connection: asyncpg.Connection, draw: asyncpg.Record) -> Dra
 
 
 async def audit_of(connection: asyncpg.Connection, draw: asyncpg.Record) -> DrawAudit:
-    completed = draw["status"] == "completed"
     snapshot = None
     if draw["snapshot_sha256"] is not None:
         data = await connection.fetchval("SELECT numbers FROM draw_snapshots WHERE draw_id = $1", draw["id"])
@@ -142,7 +176,7 @@ async def audit_of(connection: asyncpg.Connection, draw: asyncpg.Record) -> Draw
             sha256=draw["snapshot_sha256"], count=draw["snapshot_count"], frozen_at=draw["frozen_at"],
             entries=encode_entries(frozen.numbers),
         )
-    rows = await winners_of(connection, draw["id"]) if completed else []
+    rows = await _winners_of(connection, draw)
 
     return DrawAudit(
         draw_id=draw["id"],
@@ -155,15 +189,14 @@ async def audit_of(connection: asyncpg.Connection, draw: asyncpg.Record) -> Draw
         cutoff_at=draw["cutoff_at"],
         snapshot=snapshot,
         loteria_federal=_loteria(draw),
-        seed=draw["seed"] if completed else None,
+        seed=_revealed_seed(draw),
         winners=[AuditWinner(position=row["position"], number=row["number"]) for row in rows],
         completed_at=draw["completed_at"],
     )
 
 
 async def certificate_of(connection: asyncpg.Connection, draw: asyncpg.Record) -> CertificateData:
-    completed = draw["status"] == "completed"
-    rows = await winners_of(connection, draw["id"]) if completed else []
+    rows = await _winners_of(connection, draw)
     return CertificateData(
         draw_id=draw["id"],
         title=draw["title"],
@@ -173,7 +206,7 @@ async def certificate_of(connection: asyncpg.Connection, draw: asyncpg.Record) -
         commitment=draw["commitment"],
         cutoff_at=draw["cutoff_at"],
         issued_at=datetime.now(UTC),
-        seed=draw["seed"] if completed else None,
+        seed=_revealed_seed(draw),
         snapshot_sha256=draw["snapshot_sha256"],
         snapshot_count=draw["snapshot_count"],
         frozen_at=draw["frozen_at"],

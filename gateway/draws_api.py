@@ -4,6 +4,8 @@ Public routes return masked winners only, and the seed and winners only after th
 """
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -16,7 +18,9 @@ from consumers.draw_store import DRAW_COLUMNS, fetch_draw
 from festival.certificate import render_certificate
 from festival.domain.draw_loteria import LoteriaResultError, normalise_results
 from gateway.auth import require_operator
-from gateway.draw_views import DrawCreate, DrawView, LoteriaResultsInput, audit_of, certificate_of, draw_view
+from gateway.draw_views import (
+    DrawCreate, DrawView, LoteriaResultsInput, audit_of, certificate_of, draw_view, draw_views_of,
+)
 from gateway.problems import PROBLEM_RESPONSES, ProblemError
 from schemas.draws import DrawAudit
 from schemas.problems import FieldError
@@ -42,8 +46,26 @@ def _not_found(draw_id: UUID) -> ProblemError:
     return ProblemError(404, "draw_not_found", "Draw not found", f"Não existe sorteio com o identificador {draw_id}.")
 
 
-def _conflict(error: draw_admin.DrawConflict) -> ProblemError:
-    return ProblemError(409, error.code, "Draw status conflict", error.detail)
+@contextmanager
+def _draw_problems(draw_id: UUID) -> Iterator[None]:
+    """Convert `DrawNotFound` from an operator action into a 404 problem and `DrawConflict` into a 409 problem."""
+    try:
+        yield
+    except draw_admin.DrawNotFound:
+        raise _not_found(draw_id) from None
+    except draw_admin.DrawConflict as error:
+        raise ProblemError(409, error.code, "Draw status conflict", error.detail) from None
+
+
+async def _existing_draw(connection: asyncpg.Connection, draw_id: UUID) -> asyncpg.Record:
+    draw = await fetch_draw(connection, draw_id)
+    if draw is None:
+        raise _not_found(draw_id)
+    return draw
+
+
+async def _view_of(connection: asyncpg.Connection, draw_id: UUID) -> DrawView:
+    return await draw_view(connection, await _existing_draw(connection, draw_id))
 
 
 def _invalid(pointer: str, code: str, detail: str) -> ProblemError:
@@ -74,9 +96,7 @@ async def create(body: DrawCreate, request: Request, response: Response) -> Draw
     )
     async with _pool(request).acquire() as connection, connection.transaction():
         draw_id = await draw_admin.create_draw(connection, request.app.state.settings, new)
-        draw = await fetch_draw(connection, draw_id)
-        assert draw is not None
-        view = await draw_view(connection, draw)
+        view = await _view_of(connection, draw_id)
     response.headers["Location"] = f"/v1/draws/{draw_id}"
     return view
 
@@ -86,34 +106,24 @@ async def list_draws(request: Request) -> list[DrawView]:
     """List up to 500 draws, the latest scheduled time first."""
     async with _pool(request).acquire() as connection:
         rows = await connection.fetch(f"SELECT {DRAW_COLUMNS} FROM draws ORDER BY scheduled_at DESC, id LIMIT 500")
-        return [await draw_view(connection, row) for row in rows]
+        return await draw_views_of(connection, rows)
 
 
 @operator_router.post("/{draw_id}/cancel", response_model=DrawView, responses=PROBLEM_RESPONSES)
 async def cancel(draw_id: UUID, request: Request) -> DrawView:
     """Cancel a draw that has not started."""
     async with _pool(request).acquire() as connection, connection.transaction():
-        try:
+        with _draw_problems(draw_id):
             await draw_admin.cancel(connection, request.app.state.settings, draw_id)
-        except draw_admin.DrawNotFound:
-            raise _not_found(draw_id) from None
-        except draw_admin.DrawConflict as error:
-            raise _conflict(error) from None
-        draw = await fetch_draw(connection, draw_id)
-        assert draw is not None
-        return await draw_view(connection, draw)
+        return await _view_of(connection, draw_id)
 
 
 @operator_router.post("/{draw_id}/trigger", status_code=202, response_model=TriggerResult, responses=PROBLEM_RESPONSES)
 async def trigger(draw_id: UUID, request: Request) -> TriggerResult:
     """Run the draw now; a second trigger is accepted and changes nothing."""
     async with _pool(request).acquire() as connection, connection.transaction():
-        try:
+        with _draw_problems(draw_id):
             triggered = await draw_admin.trigger(connection, request.app.state.settings, draw_id, "operator")
-        except draw_admin.DrawNotFound:
-            raise _not_found(draw_id) from None
-        except draw_admin.DrawConflict as error:
-            raise _conflict(error) from None
     detail = "Sorteio disparado." if triggered else "O sorteio já tinha sido disparado; ele acontece uma única vez."
     return TriggerResult(draw_id=draw_id, triggered=triggered, detail=detail)
 
@@ -129,36 +139,23 @@ async def loteria_results(draw_id: UUID, body: LoteriaResultsInput, request: Req
         ) from None
 
     async with _pool(request).acquire() as connection, connection.transaction():
-        try:
+        with _draw_problems(draw_id):
             await draw_admin.set_loteria_results(connection, draw_id, prizes, body.contest, body.drawn_on)
-        except draw_admin.DrawNotFound:
-            raise _not_found(draw_id) from None
-        except draw_admin.DrawConflict as error:
-            raise _conflict(error) from None
-        draw = await fetch_draw(connection, draw_id)
-        assert draw is not None
-        return await draw_view(connection, draw)
-
-
-async def _public_draw(connection: asyncpg.Connection, draw_id: UUID) -> asyncpg.Record:
-    draw = await fetch_draw(connection, draw_id)
-    if draw is None:
-        raise _not_found(draw_id)
-    return draw
+        return await _view_of(connection, draw_id)
 
 
 @public_router.get("/{draw_id}", response_model=DrawView, responses=PROBLEM_RESPONSES)
 async def get_draw(draw_id: UUID, request: Request) -> DrawView:
     """A draw with its commitment, snapshot and, once completed, seed and masked winners."""
     async with _pool(request).acquire() as connection:
-        return await draw_view(connection, await _public_draw(connection, draw_id))
+        return await _view_of(connection, draw_id)
 
 
 @public_router.get("/{draw_id}/audit", response_model=DrawAudit, responses=PROBLEM_RESPONSES)
 async def get_audit(draw_id: UUID, request: Request) -> DrawAudit:
     """Everything needed to recompute the winners (`festival draw verify`)."""
     async with _pool(request).acquire() as connection:
-        return await audit_of(connection, await _public_draw(connection, draw_id))
+        return await audit_of(connection, await _existing_draw(connection, draw_id))
 
 
 @public_router.get(
@@ -169,7 +166,7 @@ async def get_audit(draw_id: UUID, request: Request) -> DrawAudit:
 async def get_certificate(draw_id: UUID, request: Request) -> Response:
     """The draw certificate (ata do sorteio) as a PDF in Portuguese."""
     async with _pool(request).acquire() as connection:
-        data = await certificate_of(connection, await _public_draw(connection, draw_id))
+        data = await certificate_of(connection, await _existing_draw(connection, draw_id))
     pdf = render_certificate(data)
     return Response(
         pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="ata-sorteio-{draw_id}.pdf"'}
