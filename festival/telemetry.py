@@ -35,6 +35,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from festival.span_redaction import RedactingSpanProcessor
+
 logger = logging.getLogger(__name__)
 
 # Seconds one OTLP export may take, retries included, unless OTEL_EXPORTER_OTLP_TIMEOUT sets another value.
@@ -186,9 +188,9 @@ def build(
             telemetry.span_exporters.append(exporter)
             # Bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by default): when the collector is
             # down, spans beyond it are dropped instead of slowing the caller.
-            telemetry.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+            telemetry.tracer_provider.add_span_processor(RedactingSpanProcessor(BatchSpanProcessor(exporter)))
         for processor in span_processors:
-            telemetry.tracer_provider.add_span_processor(processor)
+            telemetry.tracer_provider.add_span_processor(RedactingSpanProcessor(processor))
 
     readers = [_metric_reader(name, environ) for name in metric_names] + list(metric_readers)
     if readers:
