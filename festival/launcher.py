@@ -287,6 +287,7 @@ def _print_banner(settings: Settings, platform: Platform, started: list[str], de
         "Festival de Prêmios is running. Press Ctrl-C to stop.",
         f"  API docs      {base}/docs",
         f"  Live screen   {base}/ao-vivo",
+        f"  Dashboard     {base}/painel",
         f"  Draws API     {base}/v1/draws",
         f"  Broker        {platform.broker}",
     ]

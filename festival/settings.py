@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # the gateway serves it on /metrics. Telemetry itself is configured by the OTEL_* variables.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Address of the Jaeger UI that the operator dashboard links to (unset: no link).
+    jaeger_ui_url: str | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -84,6 +86,17 @@ class Settings(BaseSettings):
                 urlsplit(value).port
             except ValueError as error:
                 raise ValueError(f"invalid port ({error}); use mqtt://user:password@host:1883") from None
+        return value
+
+    @field_validator("jaeger_ui_url")
+    @classmethod
+    def _check_jaeger_ui_url(cls, value: str | None) -> str | None:
+        # The dashboard puts it in a link, where any other scheme (javascript:, data:) could run code.
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, such as http://127.0.0.1:16686")
         return value
 
     @field_validator("nix_webhook_secrets", "redetv_webhook_secrets", "operator_tokens", mode="before")

@@ -21,8 +21,8 @@ from schemas.problems import PROBLEM_MEDIA_TYPE
 logger = logging.getLogger(__name__)
 
 WEBHOOK_PREFIX = "/webhooks/"
-# Probes and scrapes every few seconds would bury the webhooks among their traces.
-EXCLUDED_URLS = "/healthz,/readyz,/metrics"
+# Probes, scrapes and the dashboard's polls every few seconds would bury the webhooks among their traces.
+EXCLUDED_URLS = "/healthz,/readyz,/metrics,/painel,/v1/dashboard"
 # Any other path segment is counted as `unknown`, so a scan of odd URLs cannot add series.
 PARTNERS = frozenset({"nix", "redetv"})
 

@@ -202,6 +202,7 @@ async def test_up_prints_urls(shared_running: Launch) -> None:
     base = f"http://127.0.0.1:{shared_running.http_port}"
     assert f"{base}/docs" in banner
     assert f"{base}/ao-vivo" in banner
+    assert f"{base}/painel" in banner
     assert f"{base}/v1/draws" in banner
     assert f"@127.0.0.1:{shared_running.ws_port}" in banner
 
