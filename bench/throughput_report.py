@@ -41,14 +41,16 @@ class RunContext:
 
 
 def git_state(repo: Path) -> tuple[str, list[str]]:
-    """Return the HEAD commit (short hash and subject) and the uncommitted files among MEASURED_PATHS."""
-    head = subprocess.run(
-        ["git", "log", "-1", "--format=%h %s"], cwd=repo, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--", *MEASURED_PATHS], cwd=repo, capture_output=True, text=True, check=False
-    ).stdout
-    return head or "unknown", [line[3:] for line in status.splitlines()]
+    """Describe HEAD and the last commit that changed MEASURED_PATHS, and list their uncommitted files."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=repo, capture_output=True, text=True, check=False).stdout
+
+    head = git("log", "-1", "--format=%h %s").strip()
+    last_change = git("log", "-1", "--format=%h %s", "--", *MEASURED_PATHS).strip()
+    # Porcelain lines are "XY path", where X or Y may be a space.
+    status = git("status", "--porcelain", "--", *MEASURED_PATHS)
+    description = f"{head or 'unknown'} (last change to {', '.join(MEASURED_PATHS)}: {last_change or 'unknown'})"
+    return description, [line[3:] for line in status.splitlines()]
 
 
 def ratio(result: "PipelineResult", raw: "RawResult") -> float:
