@@ -1,6 +1,7 @@
 """The ASGI application: partner webhooks, operator API and probes.
 
-To add routes, append the module's router to `routers()`; nothing else needs to change.
+To add routes, append the module's router to `routers()`, or a signed partner webhook's
+`WebhookRoute` to `webhook_routes()`; nothing else needs to change.
 """
 
 import logging
@@ -17,7 +18,8 @@ from gateway.nix_batch import NixBatchWriter
 from gateway.openapi import install_openapi_components
 from gateway.problems import install_problem_handlers
 from gateway.signing import WebhookVerifier
-from gateway.telemetry import instrument
+from gateway.telemetry import fastapi_telemetry, instrument
+from gateway.webhook_route import WebhookRoute, install_webhook_routes
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +37,12 @@ def routers() -> list[APIRouter]:
         health,
         live_events,
         live_page,
-        nix,
-        redetv,
         subscription_api,
     )
 
     # The live events come before the live page, whose `/ao-vivo/{draw_id}` would match `/ao-vivo/eventos`.
     return [
         health.router,
-        nix.router,
-        redetv.router,
         subscription_api.router,
         dead_letter_api.router,
         draws_api.operator_router,
@@ -54,6 +52,13 @@ def routers() -> list[APIRouter]:
         asyncapi_routes.router,
         dashboard.router,
     ]
+
+
+def webhook_routes() -> list[WebhookRoute]:
+    """Return the signed partner webhook routes, which the router matches before every other route."""
+    from gateway import nix, redetv
+
+    return [*nix.routes, *redetv.routes]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -81,10 +86,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        telemetry=fastapi_telemetry(),
     )
     app.state.settings = settings
     app.state.outbox = Outbox.from_settings(settings)
-    # One verifier per partner, looked up by name in `gateway.intake.receive_signed`.
+    # One verifier per partner, looked up by name in `gateway.webhook_route.WebhookEndpoint`.
     app.state.verifiers = {
         "nix": WebhookVerifier("nix", settings.nix_webhook_secrets, settings.webhook_tolerance_seconds),
         "redetv": WebhookVerifier("redetv", settings.redetv_webhook_secrets, settings.webhook_tolerance_seconds),
@@ -93,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(app)
     for router in routers():
         app.include_router(router)
+    install_webhook_routes(app, webhook_routes())
     install_openapi_components(app)
     instrument(app)
     return app

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
-from starlette.responses import Response
+from starlette.types import Send
 
 from gateway.intake import SignedDelivery
 
@@ -30,12 +30,18 @@ class IngestResult:
     event_ids: list[UUID]
     duplicate: bool
 
-    def to_response(self) -> Response:
+    async def send_response(self, send: Send) -> None:
+        """Send 202 for a delivery recorded now, 200 for one recorded before, with the event ids."""
         body = json.dumps({
             "status": "duplicate" if self.duplicate else "accepted",
             "event_ids": [str(event_id) for event_id in self.event_ids],
+        }).encode()
+        await send({
+            "type": "http.response.start",
+            "status": 200 if self.duplicate else 202,
+            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
         })
-        return Response(body, status_code=200 if self.duplicate else 202, media_type="application/json")
+        await send({"type": "http.response.body", "body": body})
 
 
 class AlreadyRecorded(Exception):

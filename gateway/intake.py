@@ -5,12 +5,14 @@ Each failure raises a `ProblemError` with a Portuguese detail; no body or field 
 """
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope
 
 from gateway.problems import ProblemError, field_errors, invalid_fields
 from gateway.signing import WebhookVerifier
@@ -32,20 +34,36 @@ class SignedDelivery:
     body: bytes
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+def header_values(scope: Scope) -> dict[str, str]:
+    """Return the request headers by lower-case name; a repeated header keeps its first value.
+
+    ASGI servers send header names in lower case, as Starlette's `Headers` also expects.
+    """
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return headers
+
+
+async def read_body(headers: Mapping[str, str], receive: Receive, max_bytes: int) -> bytes:
     """Read the body, stopping with 413 as soon as it passes `max_bytes`."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
 
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _too_large(max_bytes: int) -> ProblemError:
@@ -54,9 +72,9 @@ def _too_large(max_bytes: int) -> ProblemError:
     )
 
 
-def check_json_content_type(request: Request) -> None:
+def check_json_content_type(content_type: str) -> None:
     """Accept `application/json` (or a `+json` type) in UTF-8 only; raise 415 otherwise."""
-    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip().lower()
     is_json = media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
@@ -75,16 +93,13 @@ def check_json_content_type(request: Request) -> None:
         )
 
 
-async def receive_signed(request: Request, partner: str) -> SignedDelivery:
-    """Run the size, content type and signature checks; return the delivery with its raw body.
-
-    `partner` names one of the verifiers in `app.state.verifiers` (see `gateway.app`).
-    """
-    verifier: WebhookVerifier = request.app.state.verifiers[partner]
-    body = await read_body(request, request.app.state.settings.webhook_max_body_bytes)
-    check_json_content_type(request)
-    verified = verifier.verify(request.headers, body)
-    return SignedDelivery(verifier.partner, request.url.path, verified.webhook_id, verified.signed_at, body)
+async def receive_signed(scope: Scope, receive: Receive, verifier: WebhookVerifier, max_body_bytes: int) -> SignedDelivery:
+    """Run the size, content type and signature checks; return the delivery with its raw body."""
+    headers = header_values(scope)
+    body = await read_body(headers, receive, max_body_bytes)
+    check_json_content_type(headers.get("content-type", ""))
+    verified = verifier.verify(headers, body)
+    return SignedDelivery(verifier.partner, scope["path"], verified.webhook_id, verified.signed_at, body)
 
 
 def parse_body(delivery: SignedDelivery, model: type[ModelT]) -> ModelT:

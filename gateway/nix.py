@@ -1,36 +1,30 @@
 """NIX webhook endpoints: charge events and the API Pix callbacks NIX forwards."""
 
-from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.datastructures import State
 
-from gateway.intake import parse_body, receive_signed
+from gateway.inbox import IngestResult
+from gateway.intake import SignedDelivery
 from gateway.nix_events import ingest_nix_event
 from gateway.nix_pix import ingest_pix_callback
-from gateway.openapi import WEBHOOK_RESPONSES, signed_json_body
+from gateway.webhook_route import WebhookEndpoint, WebhookRoute
 from schemas.nix import NixEvent
 from schemas.pix import PixCallback
 
-router = APIRouter(tags=["webhooks"])
 
-
-@router.post("/webhooks/nix", status_code=202, responses=WEBHOOK_RESPONSES, openapi_extra=signed_json_body(NixEvent))
-async def receive_nix_event(request: Request) -> Response:
+async def receive_nix_event(state: State, delivery: SignedDelivery, event: NixEvent) -> IngestResult:
     """Receive one signed NIX charge event."""
-    state = request.app.state
-    delivery = await receive_signed(request, "nix")
-    event = parse_body(delivery, NixEvent)
     if event.txid is None:
-        result = await state.nix_writer.submit(delivery, event)
-    else:
-        result = await ingest_nix_event(state.pool, state.outbox, delivery, event)
-    return result.to_response()
+        result: IngestResult = await state.nix_writer.submit(delivery, event)
+        return result
+    return await ingest_nix_event(state.pool, state.outbox, delivery, event)
 
 
-@router.post("/webhooks/nix/pix", status_code=202, responses=WEBHOOK_RESPONSES, openapi_extra=signed_json_body(PixCallback))
-async def receive_pix_callback(request: Request) -> Response:
+async def receive_pix_callback(state: State, delivery: SignedDelivery, callback: PixCallback) -> IngestResult:
     """Receive a signed API Pix callback (`{"pix": [...]}`) forwarded by NIX."""
-    state = request.app.state
-    delivery = await receive_signed(request, "nix")
-    callback = parse_body(delivery, PixCallback)
-    result = await ingest_pix_callback(state.pool, state.outbox, delivery, callback)
-    return result.to_response()
+    return await ingest_pix_callback(state.pool, state.outbox, delivery, callback)
+
+
+routes = [
+    WebhookRoute("/webhooks/nix", WebhookEndpoint("nix", NixEvent, receive_nix_event)),
+    WebhookRoute("/webhooks/nix/pix", WebhookEndpoint("nix", PixCallback, receive_pix_callback)),
+]

@@ -1,7 +1,7 @@
 """OpenAPI for routes that read their body themselves (the signed webhooks).
 
-Those routes take the raw `Request`, because the signature covers the bytes as received, so
-FastAPI cannot infer their body schema. `signed_json_body` declares it and registers the
+Those routes read the raw body, because the signature covers the bytes as received, so FastAPI
+cannot infer their body schema. `signed_json_body` declares it and registers the
 model's schemas, which `install_openapi_components` adds to the document.
 """
 
@@ -17,7 +17,7 @@ _COMPONENTS: dict[str, Any] = {}
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
-# Responses of every partner webhook route; `gateway.inbox.IngestResult.to_response` builds the 200 and 202.
+# Responses of every partner webhook route; `gateway.inbox.IngestResult.send_response` sends the 200 and 202.
 WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "accepted: recorded with the ids of the events it produced"},
     200: {"description": "already recorded: the ids of the events the first delivery produced"},

@@ -8,20 +8,17 @@ import logging
 
 import asyncpg
 import stamina
-from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.datastructures import State
 
 from broker.envelope import Envelope
 from festival.outbox import Outbox, envelope_for
 from gateway.inbox import AlreadyRecorded, IngestResult, record_delivery, stored_event_ids
-from gateway.intake import SignedDelivery, parse_body, receive_signed
-from gateway.openapi import WEBHOOK_RESPONSES, signed_json_body
+from gateway.intake import SignedDelivery
+from gateway.webhook_route import WebhookEndpoint, WebhookRoute
 from schemas.events import SubscriptionUpdated
 from schemas.redetv import RedetvWebhook
 
 logger = logging.getLogger(__name__)
-
-router = APIRouter(tags=["webhooks"])
 
 SOURCE = "/gateway/redetv"
 
@@ -88,14 +85,9 @@ def translate(webhook: RedetvWebhook) -> SubscriptionUpdated | None:
     )
 
 
-@router.post("/webhooks/redetv", status_code=202, responses=WEBHOOK_RESPONSES, openapi_extra=signed_json_body(RedetvWebhook))
-async def receive_redetv_event(request: Request) -> Response:
+async def receive_redetv_event(state: State, delivery: SignedDelivery, webhook: RedetvWebhook) -> IngestResult:
     """Receive one signed REDETV!PLUS subscription or user event."""
-    state = request.app.state
-    delivery = await receive_signed(request, "redetv")
-    webhook = parse_body(delivery, RedetvWebhook)
-    result = await ingest_redetv_event(state.pool, state.outbox, delivery, webhook)
-    return result.to_response()
+    return await ingest_redetv_event(state.pool, state.outbox, delivery, webhook)
 
 
 @stamina.retry(on=asyncpg.DeadlockDetectedError, attempts=3)
@@ -152,3 +144,6 @@ async def _record_user(connection: asyncpg.Connection, webhook: RedetvWebhook) -
         await connection.execute(UPSERT_CUSTOMER, subscription.id, user_id, *values)
     else:
         await connection.execute(UPDATE_USER, user_id, *values)
+
+
+routes = [WebhookRoute("/webhooks/redetv", WebhookEndpoint("redetv", RedetvWebhook, receive_redetv_event))]

@@ -1,14 +1,15 @@
 """Telemetry of the gateway: server spans, webhook counters and the Prometheus `/metrics` page.
 
-`instrument(app)` is the gateway's one hook. It instruments only what `festival.telemetry`
-configured in this process, so with telemetry off the request path gains nothing but the
-`/metrics` route.
+`fastapi_telemetry()` (FastAPI's own option) and `instrument(app)` are the gateway's hooks. They
+instrument only what `festival.telemetry` configured in this process, so with telemetry off the
+request path gains nothing but the `/metrics` route.
 """
 
 import json
 import logging
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +26,18 @@ WEBHOOK_PREFIX = "/webhooks/"
 EXCLUDED_URLS = "/healthz,/readyz,/metrics,/painel,/v1/dashboard"
 # Any other path segment is counted as `unknown`, so a scan of odd URLs cannot add series.
 PARTNERS = frozenset({"nix", "redetv"})
+
+
+def fastapi_telemetry() -> TelemetryConfig | None:
+    """Return the `telemetry` option of the FastAPI app: FastAPI's defaults when telemetry is on, all off otherwise.
+
+    With the defaults and no provider configured FastAPI records nothing, but it still looks up
+    the global OpenTelemetry providers on every request.
+    """
+    installed = telemetry.installed()
+    if installed is not None and installed.enabled:
+        return None
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 def instrument(app: FastAPI) -> None:

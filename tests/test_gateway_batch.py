@@ -52,7 +52,7 @@ async def test_batch_error_records_one_by_one(
 ) -> None:
     from gateway.nix_batch import NixBatchWriter
 
-    async def rejected(self: NixBatchWriter, items: list[object]) -> set[str]:
+    async def rejected(self: NixBatchWriter, connection: asyncpg.Connection, items: list[object]) -> set[str]:
         raise asyncpg.DataError("value rejected by PostgreSQL")
 
     monkeypatch.setattr(NixBatchWriter, "_record", rejected)
