@@ -3,6 +3,7 @@
 import getpass
 import json
 import logging
+import resource
 import secrets
 import shutil
 import socket
@@ -52,6 +53,40 @@ def parent_death_signal() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit of open files (RLIMIT_NOFILE) to its hard limit.
+
+    Each client connection of a broker takes one file descriptor, so the common default soft
+    limit of 1,024 caps a broker near 1,024 clients, and Mosquitto 2.0.11 does not raise the limit
+    itself. It must be raised before exec: measured with Mosquitto 2.0.11, raising it after the
+    start (prlimit) lets the TCP listener take more clients, but the WebSocket listener (built on
+    libwebsockets) still stops at about 1,015.
+
+    Meant as part of a child's `preexec_fn`, so it imports nothing: between fork and exec an
+    import could wait forever on a lock that another thread of the parent held at the fork.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        # Linux rejects a limit above fs.nr_open, which an unlimited hard limit exceeds. The soft
+        # limit then stays as it was, and the owner logs the limit the child got.
+        pass
+
+
+def open_files_limit(pid: int) -> int | None:
+    """Return the soft limit of open files of process `pid`, or None when it cannot be read."""
+    import psutil
+
+    try:
+        soft, _hard = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)
+    except (psutil.Error, OSError):
+        return None
+    return int(soft)
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, name: str, timeout: float = 5.0) -> None:
@@ -241,7 +276,7 @@ class Mosquitto:
             stdout=log,
             stderr=log,
             start_new_session=self.own_session,
-            preexec_fn=parent_death_signal if self.own_session else None,
+            preexec_fn=self._prepare_child,
         )
         try:
             wait_for_port(self.bind_address, self.port)
@@ -249,7 +284,17 @@ class Mosquitto:
         except ServiceError:
             self.stop()
             raise
-        logger.info("mosquitto started pid=%s port=%s ws_port=%s", self._process.pid, self.port, self.ws_port)
+        logger.info(
+            "mosquitto started pid=%s port=%s ws_port=%s max_open_files=%s",
+            self._process.pid, self.port, self.ws_port, open_files_limit(self._process.pid),
+        )
+
+    def _prepare_child(self) -> None:
+        """Run in the child between fork and exec: lift the open files limit, and in its own
+        session ask for SIGTERM when the owner dies."""
+        raise_open_files_limit()
+        if self.own_session:
+            parent_death_signal()
 
     def stop(self) -> None:
         process, self._process = self._process, None
