@@ -69,6 +69,10 @@ def total_cpu_per_message(result: "RawResult | PipelineResult") -> float:
     return sum(result.cpu.values()) * 1000 / result.count
 
 
+def share(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
+
+
 def rate(value: float) -> str:
     return "incomplete" if math.isnan(value) else f"{value:,.0f}/s"
 
@@ -92,7 +96,7 @@ def table(rounds: list[Round]) -> list[str]:
             lines.append(
                 f"| relay + consumer, {result.apply} apply | {result.count:,} | {result.applied:,}"
                 f" | {result.repeated} | {result.redelivered:,} | {result.seconds:.2f} s | {rate(result.throughput)}"
-                f" | {ratio(result, raw):.2f} | {result.applied_first:,} in {result.seconds_first:.2f} s"
+                f" | {share(ratio(result, raw))} | {result.applied_first:,} in {result.seconds_first:.2f} s"
                 f" | {rate(result.throughput_first)} | {cpu_per_message(result, 'sender')}"
                 f" | {cpu_per_message(result, 'receiver')} | {cpu_per_message(result, 'mosquitto')}"
                 f" | {cpu_per_message(result, 'postgresql')} | {total_cpu_per_message(result):.3f} |"
