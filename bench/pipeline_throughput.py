@@ -20,7 +20,7 @@ stopped by PID. Writes its section of bench/README.md.
 
     python -m bench.pipeline_throughput --count 10000
 
-NOTE: with `--count` above Mosquitto's `max_queued_messages` (10,000 in broker/mosquitto.conf) a
+NOTE: with `--count` above Mosquitto's `max_queued_messages` (100,000 in broker/mosquitto.conf) a
 receiver slower than its sender loses messages at the broker: the raw row then reports fewer
 arrived, and the pipeline waits for the relay's redelivery 30 seconds later.
 """
@@ -55,7 +55,7 @@ from festival.settings import Settings  # noqa: E402
 from schemas.events import PaymentConfirmed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# Mosquitto drops a QoS 1 message for a client that already has `max_queued_messages` (10,000 in
+# Mosquitto drops a QoS 1 message for a client that already has `max_queued_messages` (100,000 in
 # broker/mosquitto.conf) queued beyond those in flight. At most that many messages per row keeps
 # a receiver slower than its sender from losing any, so both rows measure throughput, not loss.
 DEFAULT_COUNT = 10_000
