@@ -6,6 +6,7 @@ the consumer marks its `deliveries` row applied in the transaction of the event'
 relay publishes again every delivery still pending after its due time.
 """
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,12 +20,28 @@ from pydantic import ValidationError
 
 from broker import topics, tracing
 from broker.envelope import Envelope, event_type
+from consumers.delivery_batch import Batcher
+from festival import wakeups
 from festival.outbox import Outbox
 from festival.telemetry_metrics import dead_letters, event_latency, events_applied, events_failed, topic_attribute
 
 logger = logging.getLogger(__name__)
 
 Apply = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+# Returns the advisory lock key an event's effects take (see `consumers.delivery_batch`), or None
+# for an event that must be applied alone.
+LockKey = Callable[[Envelope], str | None]
+
+# Claims a pending delivery; returns a row only when it was pending. The setting tells the outbox
+# trigger whether this transaction wakes the relay after its commit (`festival.wakeups`).
+CLAIM = """
+WITH claimed AS (
+    UPDATE deliveries SET status = 'applied', applied_at = now(), last_error = NULL
+    WHERE event_id = $1 AND consumer = $2 AND status = 'pending'
+    RETURNING event_id
+)
+SELECT set_config('festival.defer_notify', $3, true) FROM claimed
+"""
 
 # Lock conflicts between concurrent handlers are retried at once, before counting as a failure.
 RETRIED_AT_ONCE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
@@ -50,14 +67,42 @@ class DeliveryPolicy:
 
 
 class DeliveryHandler:
-    """Runs `apply` for each event addressed to `consumer`, once per event."""
+    """Runs `apply` for each event addressed to `consumer`, once per event.
 
-    def __init__(self, consumer: str, apply: Apply, pool: asyncpg.Pool, outbox: Outbox, policy: DeliveryPolicy) -> None:
+    With `lock_key`, events that arrive while delivery transactions run are applied together
+    (`consumers.delivery_batch`); `close` stops that work. With `notify_after_commit`, the
+    transactions wake their listeners after the commit (`festival.wakeups`): `apply` must then
+    request every wakeup it needs, as `Outbox.enqueue` and `SubscriptionWrite` do.
+    """
+
+    def __init__(
+        self,
+        consumer: str,
+        apply: Apply,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        policy: DeliveryPolicy,
+        *,
+        lock_key: LockKey | None = None,
+        notify_after_commit: bool = False,
+    ) -> None:
         self.consumer = consumer
         self.apply = apply
         self.pool = pool
         self.outbox = outbox
         self.policy = policy
+        self.lock_key = lock_key
+        self.notify_after_commit = notify_after_commit
+        self._defer_setting = "on" if notify_after_commit else "off"
+        self._batcher = (
+            Batcher(consumer, pool, apply, self._handle, Outcome.APPLIED, self._wakeups, self._defer_setting)
+            if lock_key
+            else None
+        )
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
 
     async def handle(self, payload: bytes, topic: str, properties: Mapping[str, Any] | None = None) -> Outcome:
         """Apply one delivered message inside a CONSUMER span; `properties` are its MQTT 5 user properties."""
@@ -68,10 +113,14 @@ class DeliveryHandler:
             logger.error("invalid envelope consumer=%s topic=%s error_count=%d", self.consumer, topic, error.error_count())
             return Outcome.INVALID
 
+        lock_key = self.lock_key(envelope) if self.lock_key is not None else None
         with tracing.process_span(
             envelope, topic, consumer=self.consumer, properties=properties, body_size=len(payload)
         ) as span:
-            outcome = await self._handle(envelope, topic)
+            if self._batcher is not None and lock_key is not None:
+                outcome = await self._batcher.submit(envelope, topic, lock_key)
+            else:
+                outcome = await self._handle(envelope, topic)
             tracing.record_outcome(span, outcome, failed=outcome in (Outcome.FAILED, Outcome.DEAD))
         self._record_metrics(envelope, topic, outcome)
         return outcome
@@ -111,20 +160,21 @@ class DeliveryHandler:
         return await self._record_failure(envelope, topic, RuntimeError("lock conflicts persisted"))
 
     async def _apply_once(self, envelope: Envelope) -> Outcome:
-        async with self.pool.acquire() as connection, connection.transaction():
-            # The row lock taken here also serialises two copies of one event arriving at once.
-            claimed = await connection.fetchval(
-                "UPDATE deliveries SET status = 'applied', applied_at = now(), last_error = NULL"
-                " WHERE event_id = $1 AND consumer = $2 AND status = 'pending' RETURNING true",
-                envelope.id,
-                self.consumer,
-            )
-            if not claimed:
-                return await self._unclaimed_outcome(connection, envelope)
+        with self._wakeups() as channels:
+            async with self.pool.acquire() as connection:
+                async with connection.transaction():
+                    # The row lock taken here also serialises two copies of one event arriving at once.
+                    claimed = await connection.fetchval(CLAIM, envelope.id, self.consumer, self._defer_setting)
+                    if claimed is None:
+                        return await self._unclaimed_outcome(connection, envelope)
 
-            await self.apply(connection, envelope)
+                    await self.apply(connection, envelope)
+                await wakeups.send(connection, channels)
         logger.debug("applied consumer=%s event_id=%s type=%s", self.consumer, envelope.id, envelope.type)
         return Outcome.APPLIED
+
+    def _wakeups(self) -> contextlib.AbstractContextManager[set[str]]:
+        return wakeups.deferred() if self.notify_after_commit else contextlib.nullcontext(set())
 
     async def _unclaimed_outcome(self, connection: asyncpg.Connection, envelope: Envelope) -> Outcome:
         status = await connection.fetchval(

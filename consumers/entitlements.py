@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Literal
+from uuid import UUID
 
 import asyncpg
 import httpx
 import stamina
 
+from consumers.subscription_notices import WORK_CHANNEL
+from festival import wakeups
 from festival.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -300,6 +303,59 @@ async def record_entitlement(
         subscription_ref, user_id, version, active, until, reason,
     )
     return bool(pending)
+
+
+# The upsert of `record_entitlement` and the link to the event that recorded it, in one
+# statement: a newer version replaces the wanted value and clears a rejection; a replay of the
+# event whose push was rejected clears the rejection too. The event becomes the row's event unless
+# the row stays rejected for another event, which keeps the rejected push pointing at its event.
+# The pusher is woken when a push is due: on commit, or after it inside `wakeups.deferred()`.
+RECORD_OF_EVENT = """
+WITH saved AS (
+    INSERT INTO entitlement_pushes AS p (subscription_ref, user_id, version, active, until, reason, event_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (subscription_ref) DO UPDATE SET
+        user_id = CASE WHEN p.version < EXCLUDED.version THEN EXCLUDED.user_id ELSE p.user_id END,
+        active = CASE WHEN p.version < EXCLUDED.version THEN EXCLUDED.active ELSE p.active END,
+        until = CASE WHEN p.version < EXCLUDED.version THEN EXCLUDED.until ELSE p.until END,
+        reason = CASE WHEN p.version < EXCLUDED.version THEN EXCLUDED.reason ELSE p.reason END,
+        updated_at = CASE WHEN p.version < EXCLUDED.version THEN now() ELSE p.updated_at END,
+        rejected_at = CASE WHEN p.version < EXCLUDED.version OR p.event_id = EXCLUDED.event_id
+                           THEN NULL ELSE p.rejected_at END,
+        event_id = CASE WHEN p.version < EXCLUDED.version OR p.rejected_at IS NULL OR p.event_id = EXCLUDED.event_id
+                        THEN EXCLUDED.event_id ELSE p.event_id END,
+        version = GREATEST(p.version, EXCLUDED.version)
+    RETURNING p.pending, p.pending AND p.rejected_at IS NULL AS pushable
+)
+SELECT pending, pushable, CASE WHEN pushable AND $9 THEN pg_notify($8, $1)::text END AS woken FROM saved
+"""
+
+
+async def record_entitlement_of_event(
+    connection: asyncpg.Connection,
+    *,
+    subscription_ref: str,
+    user_id: str,
+    version: int,
+    active: bool,
+    until: datetime,
+    reason: str,
+    event_id: UUID,
+) -> tuple[bool, bool]:
+    """Store the entitlement like `record_entitlement` and link it to `event_id`, the
+    `subscriptions/changed` event it is recorded from, so that a rejected push can be dead-lettered
+    against that event and replayed.
+
+    Return (pending, pushable): whether the row differs from what was sent, and whether the pusher
+    will send it (not rejected). Call it in the transaction that stores the subscription.
+    """
+    notify_now = not wakeups.is_deferred()
+    row = await connection.fetchrow(
+        RECORD_OF_EVENT, subscription_ref, user_id, version, active, until, reason, event_id, WORK_CHANNEL, notify_now
+    )
+    if row["pushable"]:
+        wakeups.request(WORK_CHANNEL)
+    return bool(row["pending"]), bool(row["pushable"])
 
 
 @dataclass

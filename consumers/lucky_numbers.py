@@ -7,6 +7,7 @@ collisions.
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -20,9 +21,40 @@ NUMBERS_PER_SERIES = 100_000
 
 
 @dataclass(frozen=True)
-class Issued:
+class Reservation:
+    """Numbers reserved for a charge in a draw, or a grant waiting for one (`draw_id` None, no numbers).
+
+    The caller inserts `numbers` into `lucky_numbers` in the same transaction.
+    """
+
     draw_id: UUID | None
     numbers: list[int]
+    draw_title: str | None = None
+    draw_scheduled_at: datetime | None = None
+
+
+# One round trip: check that the charge is confirmed and has no grant yet, advance the counter of
+# the next open draw with room (its row lock serialises issuing within the draw) and record the
+# grant, with a NULL draw when none is open. No row comes back when nothing is due.
+RESERVE = """
+WITH payment AS (
+    SELECT p.charge_id FROM payments AS p
+    WHERE p.charge_id = $1 AND p.status = 'confirmed'
+      AND NOT EXISTS (SELECT 1 FROM lucky_number_grants AS g WHERE g.charge_id = $1)
+), draw AS (
+    UPDATE draws SET issued_count = issued_count + $3
+    WHERE EXISTS (SELECT 1 FROM payment)
+      AND id = (SELECT id FROM draws WHERE status = 'scheduled' AND cutoff_at > now()
+                AND issued_count + $3 <= series * $4
+                ORDER BY cutoff_at, id LIMIT 1 FOR UPDATE)
+    RETURNING id, number_key, series, issued_count, title, scheduled_at
+), grant_row AS (
+    INSERT INTO lucky_number_grants (charge_id, subscription_ref, quantity, draw_id)
+    SELECT payment.charge_id, $2, $3, (SELECT draw.id FROM draw) FROM payment
+)
+SELECT draw.id, draw.number_key, draw.series, draw.issued_count, draw.title, draw.scheduled_at
+FROM payment LEFT JOIN draw ON true
+"""
 
 
 def quantity_for(amount: Decimal, price: Decimal) -> int:
@@ -30,42 +62,32 @@ def quantity_for(amount: Decimal, price: Decimal) -> int:
     return max(1, int(amount // price))
 
 
-async def issue(connection: asyncpg.Connection, charge_id: str, subscription_ref: str, quantity: int) -> Issued:
+async def reserve(connection: asyncpg.Connection, charge_id: str, subscription_ref: str, quantity: int) -> Reservation | None:
     """Grant `quantity` numbers for a confirmed charge in the next open draw with room for them.
 
-    With no open draw the grant waits (draw_id NULL) until `issue_waiting_grants` runs for a new draw.
+    Return None when the charge is not confirmed (refunded or charged back first) or was granted
+    already. With no open draw the grant waits until `issue_waiting_grants` runs for a new draw.
     """
-    draw = await connection.fetchrow(
-        "UPDATE draws SET issued_count = issued_count + $1"
-        " WHERE id = (SELECT id FROM draws WHERE status = 'scheduled' AND cutoff_at > now()"
-        "             AND issued_count + $1 <= series * $2"
-        "             ORDER BY cutoff_at, id LIMIT 1 FOR UPDATE)"
-        " RETURNING id, number_key, series, issued_count",
-        quantity,
-        NUMBERS_PER_SERIES,
-    )
-    if draw is None:
-        await connection.execute(
-            "INSERT INTO lucky_number_grants (charge_id, subscription_ref, quantity) VALUES ($1, $2, $3)",
-            charge_id, subscription_ref, quantity,
-        )
+    row = await connection.fetchrow(RESERVE, charge_id, subscription_ref, quantity, NUMBERS_PER_SERIES)
+    if row is None:
+        return None
+    if row["id"] is None:
         logger.info("grant waiting for a draw charge_id=%s quantity=%d", charge_id, quantity)
-        return Issued(None, [])
+        return Reservation(None, [])
+    return Reservation(row["id"], _numbers(row, quantity), row["title"], row["scheduled_at"])
 
-    numbers = await _insert_numbers(connection, draw, charge_id, subscription_ref, quantity)
-    await connection.execute(
-        "INSERT INTO lucky_number_grants (charge_id, subscription_ref, quantity, draw_id) VALUES ($1, $2, $3, $4)",
-        charge_id, subscription_ref, quantity, draw["id"],
-    )
-    return Issued(draw["id"], numbers)
+
+def _numbers(draw: asyncpg.Record, quantity: int) -> list[int]:
+    """Return the last `quantity` numbers of the draw's permutation, up to its `issued_count`."""
+    space = draw["series"] * NUMBERS_PER_SERIES
+    first = draw["issued_count"] - quantity
+    return [permute(bytes(draw["number_key"]), space, index) for index in range(first, first + quantity)]
 
 
 async def _insert_numbers(
     connection: asyncpg.Connection, draw: asyncpg.Record, charge_id: str, subscription_ref: str, quantity: int
 ) -> list[int]:
-    space = draw["series"] * NUMBERS_PER_SERIES
-    first = draw["issued_count"] - quantity
-    numbers = [permute(bytes(draw["number_key"]), space, index) for index in range(first, first + quantity)]
+    numbers = _numbers(draw, quantity)
     await connection.executemany(
         "INSERT INTO lucky_numbers (draw_id, number, subscription_ref, charge_id) VALUES ($1, $2, $3, $4)",
         [(draw["id"], number, subscription_ref, charge_id) for number in numbers],

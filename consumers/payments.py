@@ -12,7 +12,7 @@ import asyncpg
 from broker.envelope import Envelope
 from consumers import lucky_numbers
 from consumers.delivery import Apply
-from consumers.subscription_store import SubscriptionStore, lock
+from consumers.subscription_store import SubscriptionStore, event_lock_key, lock, state_from_evidence
 from festival.domain.subscriptions import ChargeChargedBack, ChargeFailed, ChargePaid, ChargeRefunded, PaymentFact
 from festival.settings import Settings
 from schemas.events import PaymentConfirmed, PaymentFailed, PaymentRefunded
@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 NAME = "payments"
 SOURCE = "/consumers/payments"
+
+RECORD_CONFIRMED = "SELECT status, evidence FROM record_confirmed_payment($1, $2, $3, $4, $5, $6)"
 
 
 class PaymentsConsumer:
@@ -39,28 +41,21 @@ class PaymentsConsumer:
             raise ValueError(f"payments consumer cannot apply event type {envelope.type!r}")
 
     async def record_confirmed(self, connection: asyncpg.Connection, envelope: Envelope, event: PaymentConfirmed) -> None:
-        # Taken first, so that the payment row and the state change follow one order per subscription.
-        await lock(connection, event.subscription_ref)
-
-        inserted = await connection.fetchval(
-            "INSERT INTO payments (charge_id, subscription_ref, event_id, method, amount, status, paid_at)"
-            " VALUES ($1, $2, $3, $4, $5, 'confirmed', $6) ON CONFLICT (charge_id) DO NOTHING RETURNING true",
+        # One round trip (migration 0010): take the subscription's lock first, so that the payment
+        # row and the state change follow one order per subscription, then record the payment and
+        # load the state.
+        row = await connection.fetchrow(
+            RECORD_CONFIRMED,
             event.charge_id, event.subscription_ref, envelope.id, event.method, event.amount, event.paid_at,
         )
-        if not inserted:
+        if row["status"] is None:
             # NIX's `charge.paid` and the PIX callback may both confirm one charge.
             logger.info("charge already confirmed charge_id=%s event_id=%s", event.charge_id, envelope.id)
             return
 
-        settled_refund = await connection.fetchval(
-            "SELECT kind FROM (SELECT CASE status WHEN 'CHARGEBACK' THEN 'charged_back' ELSE 'refunded' END AS kind"
-            " FROM refunds WHERE charge_id = $1 AND status IN ('DEVOLVIDO', 'CHARGEBACK') LIMIT 1) AS settled",
-            event.charge_id,
-        )
-        if settled_refund:
+        if row["status"] != "confirmed":
             # The refund or chargeback overtook the confirmation: the payment earns no lucky numbers.
-            await connection.execute("UPDATE payments SET status = $2 WHERE charge_id = $1", event.charge_id, settled_refund)
-            logger.warning("confirmation after settled refund charge_id=%s status=%s", event.charge_id, settled_refund)
+            logger.warning("confirmation after settled refund charge_id=%s status=%s", event.charge_id, row["status"])
 
         fact = ChargePaid(
             subscription_ref=event.subscription_ref,
@@ -69,7 +64,8 @@ class PaymentsConsumer:
             charge_id=event.charge_id,
             amount=event.amount,
         )
-        decision = await self.store.apply_fact(connection, fact, event_id=envelope.id)
+        state = state_from_evidence(row["evidence"])
+        decision = await self.store.apply_loaded(connection, state, fact, event_id=envelope.id)
         logger.info(
             "payment confirmed charge_id=%s subscription_ref=%s held=%s",
             event.charge_id, event.subscription_ref, decision.hold,
@@ -148,6 +144,12 @@ def _reversal_fact(envelope: Envelope, event: PaymentRefunded) -> PaymentFact:
         amount=event.amount,
         status=event.status,
     )
+
+
+# Events of one subscription take its lock, so a batch of deliveries takes them all first.
+lock_key = event_lock_key
+# Every write path here requests its wakeups through `festival.wakeups`.
+NOTIFY_AFTER_COMMIT = True
 
 
 def build(settings: Settings) -> Apply:

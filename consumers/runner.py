@@ -25,11 +25,19 @@ from festival.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Messages one instance processes at once. Each uses a pooled connection while it runs.
-WORKERS = 8
+# Messages one instance takes from each subscription before acknowledging them. A consumer that
+# batches (see `DeliveryHandler`) applies the ones that wait in a few shared transactions, so more
+# of them make larger batches under load.
+WORKERS = 32
+# Connections of one instance: its delivery transactions and its background task. Handlers that
+# do not batch wait for a free one.
+POOL_SIZE = 10
 
 
 class ConsumerModule(Protocol):
+    """A consumer module; it may also define `lock_key` and `NOTIFY_AFTER_COMMIT` (see
+    `DeliveryHandler`) and `run_background`."""
+
     NAME: str
 
     def build(self, settings: Settings) -> Apply: ...
@@ -43,10 +51,12 @@ class RunningConsumer:
     """A started consumer: its broker connection and its background task, if the module has one."""
 
     broker: MQTTBroker
+    handler: DeliveryHandler
     background: "asyncio.Task[None] | None" = None
 
     async def stop(self) -> None:
         await self.broker.stop()
+        await self.handler.close()
         if self.background is not None:
             self.background.cancel()
             await asyncio.gather(self.background, return_exceptions=True)
@@ -62,8 +72,19 @@ def load_consumer(name: str) -> ConsumerModule:
     return module  # type: ignore[return-value]
 
 
+async def _whole_message(message: MQTTMessage) -> MQTTMessage:
+    """Decode a message into itself, so that the handler receives topic and headers with the body."""
+    return message
+
+
 def subscribe(broker: MQTTBroker, handler: DeliveryHandler, settings: Settings) -> None:
-    """Subscribe `handler` to every topic its consumer must apply, shared between instances."""
+    """Subscribe `handler` to every topic its consumer must apply, shared between instances.
+
+    The broker must be built with `apply_types=False`: FastStream's dependency injection resolves
+    an `MQTTMessage` parameter in a worker thread, which cost about a fifth of a consumer's CPU
+    per message (py-spy, `bench/pipeline_latency.py` at 200 webhooks/s). Without it the handler
+    receives what the decoder returns, here the message itself.
+    """
     for relative in topics.topics_of(handler.consumer):
         topic = topics.absolute(settings.topic_root, relative)
         shared = handler.consumer if settings.mqtt_shared_subscriptions else None
@@ -72,7 +93,14 @@ def subscribe(broker: MQTTBroker, handler: DeliveryHandler, settings: Settings) 
             # On MQTT 5 the headers are the user properties, which repeat the trace context.
             await handler.handle(message.body, message.raw_message.topic, message.headers)
 
-        broker.subscriber(topic, qos=QoS.AT_LEAST_ONCE, shared=shared, max_workers=WORKERS, title=f"{handler.consumer}:{relative}")(on_message)
+        broker.subscriber(
+            topic,
+            qos=QoS.AT_LEAST_ONCE,
+            shared=shared,
+            max_workers=WORKERS,
+            decoder=_whole_message,
+            title=f"{handler.consumer}:{relative}",
+        )(on_message)
 
 
 async def start_consumer(name: str, settings: Settings, pool: asyncpg.Pool) -> RunningConsumer:
@@ -84,24 +112,30 @@ async def start_consumer(name: str, settings: Settings, pool: asyncpg.Pool) -> R
         pool,
         Outbox.from_settings(settings),
         DeliveryPolicy(settings.redelivery_max_attempts, settings.redelivery_after_seconds),
+        lock_key=getattr(module, "lock_key", None),
+        notify_after_commit=getattr(module, "NOTIFY_AFTER_COMMIT", False),
     )
-    broker = faststream_broker(settings, client_id=f"{name}-{uuid.uuid4().hex[:8]}", graceful_timeout=5.0)
+    broker = faststream_broker(
+        settings, client_id=f"{name}-{uuid.uuid4().hex[:8]}", graceful_timeout=5.0, apply_types=False
+    )
     subscribe(broker, handler, settings)
     await broker.start()
 
     background: Background | None = getattr(module, "run_background", None)
     if background is None:
-        return RunningConsumer(broker)
+        return RunningConsumer(broker, handler)
     task: asyncio.Task[None] = asyncio.create_task(background(settings, pool), name=f"{name}-background")
     task.add_done_callback(_log_background_end)
-    return RunningConsumer(broker, task)
+    return RunningConsumer(broker, handler, task)
 
 
 async def run_consumer(name: str, settings: Settings) -> None:
     """Run consumer `name` until cancelled."""
     url = settings.require_database_url()
     await migrate(url)
-    pool = await create_pool(url, min_size=2, max_size=WORKERS + 2)
+    # Delivery handlers and background tasks use transaction-scoped locks only; the pusher's
+    # session lock and LISTEN live on a connection of their own.
+    pool = await create_pool(url, min_size=2, max_size=POOL_SIZE, reset_session=False)
     running: RunningConsumer | None = None
     try:
         running = await start_consumer(name, settings, pool)

@@ -1,13 +1,13 @@
 """Subscriber notifications that a subscription change writes, in the transaction of the change.
 
 The texts are in `festival.notifications`; the subscriptions consumer dispatches them.
+`SubscriptionStore` writes the notices returned here together with the change;
 `notify_prize_won` is for the draws consumer, which records the winners.
 """
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
-from uuid import UUID
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -39,38 +39,36 @@ async def _enqueue(connection: asyncpg.Connection, ref: str, kind: notifications
     logger.debug("notification queued id=%s subscription_ref=%s kind=%s", notification_id, ref, kind)
 
 
-async def notify_transition(
-    connection: asyncpg.Connection, decision: Decision, state: SubscriptionState, fact: Fact, grace_period: timedelta
-) -> None:
-    """Queue the message that an applied fact means for the subscriber, if any."""
-    ref = state.subscription_ref
+Notice = tuple[notifications.NotificationKind, str]
 
+
+def transition_notice(decision: Decision, state: SubscriptionState, fact: Fact, grace_period: timedelta) -> Notice | None:
+    """Return the message that an applied fact means for the subscriber, if any, as (kind, body)."""
     if isinstance(fact, ChargePaid):
         if state.current_period_end is not None:
-            body = notifications.payment_confirmed(fact.amount, state.current_period_end)
-            await _enqueue(connection, ref, "payment_confirmed", body)
-        return
+            return "payment_confirmed", notifications.payment_confirmed(fact.amount, state.current_period_end)
+        return None
 
     if isinstance(fact, ChargeFailed):
         # A failed charge of a subscriber who still has access is a renewal that failed.
         if state.access and state.current_period_end is not None and state.status in ("active", "past_due"):
             grace_until = max(state.current_period_end + grace_period, state.until)
-            await _enqueue(connection, ref, "renewal_failed", notifications.renewal_failed(grace_until))
-        return
+            return "renewal_failed", notifications.renewal_failed(grace_until)
+        return None
 
     if decision.status_changed and state.status == "past_due":
-        await _enqueue(connection, ref, "renewal_failed", notifications.renewal_failed(state.until))
-        return
+        return "renewal_failed", notifications.renewal_failed(state.until)
 
     if isinstance(fact, SubscriptionCancelled) and decision.status_changed:
         access_until = state.until if state.access else None
-        await _enqueue(connection, ref, "cancelled", notifications.cancelled(access_until))
+        return "cancelled", notifications.cancelled(access_until)
+    return None
 
 
-async def notify_lucky_numbers(connection: asyncpg.Connection, ref: str, draw_id: UUID, numbers: Sequence[int]) -> None:
-    draw = await connection.fetchrow("SELECT title, scheduled_at FROM draws WHERE id = $1", draw_id)
-    body = notifications.lucky_numbers_issued([format_lucky_number(n) for n in numbers], draw["title"], draw["scheduled_at"])
-    await _enqueue(connection, ref, "lucky_numbers_issued", body)
+def lucky_numbers_notice(numbers: Sequence[int], draw_title: str, draw_scheduled_at: datetime) -> Notice:
+    """Return the message that lists the lucky numbers a payment earned in a draw."""
+    body = notifications.lucky_numbers_issued([format_lucky_number(n) for n in numbers], draw_title, draw_scheduled_at)
+    return "lucky_numbers_issued", body
 
 
 async def notify_prize_won(

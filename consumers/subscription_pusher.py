@@ -6,7 +6,8 @@ standby takes over at once and knows that any claim left in `entitlement_pushes`
 pusher. It releases those claims, and the interrupted push is sent again (PUT is idempotent).
 
 The leader wakes on `NOTIFY festival_subscription_work` (sent only when the transaction that
-recorded the work commits) and every `POLL_SECONDS`, which retries what failed before.
+recorded the work commits), `COALESCE_SECONDS` later, and every `POLL_SECONDS`, which retries
+what failed before.
 """
 
 import asyncio
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 CONSUMER = "subscriptions"
 PUSHER_LOCK_KEY = 7_405_113_202
 POLL_SECONDS = 5.0
+# Work is notified once per committed transaction. Waiting this long after a wakeup lets one run
+# take the work of many transactions under load, for at most this delay on each push and message.
+COALESCE_SECONDS = 0.05
 
 RELEASE_ORPHAN_CLAIMS = "UPDATE entitlement_pushes SET claimed_until = NULL WHERE claimed_until IS NOT NULL"
 
@@ -88,6 +92,7 @@ class Pusher:
                 self.wake.clear()
                 await self.run_once()
                 await self._sleep()
+                await asyncio.sleep(COALESCE_SECONDS)
                 # Leadership lives with this connection: stop leading as soon as it breaks.
                 await connection.fetchval("SELECT 1")
         finally:

@@ -17,12 +17,15 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from broker.envelope import Envelope
 from consumers import lucky_numbers
-from consumers.subscription_notices import WORK_CHANNEL, notify_lucky_numbers, notify_transition
+from consumers.subscription_notices import lucky_numbers_notice, transition_notice
+from consumers.subscription_writes import SubscriptionWrite
 from festival.domain.subscriptions import (
     DEFAULT_GRACE_PERIOD,
     ChargePaid,
@@ -33,9 +36,8 @@ from festival.domain.subscriptions import (
     fact_from_json,
     fact_to_json,
     state_from_json,
-    state_to_json,
 )
-from festival.outbox import Outbox
+from festival.outbox import Outbox, envelope_for
 from festival.settings import Settings
 from schemas.events import SubscriptionChanged
 
@@ -44,23 +46,8 @@ logger = logging.getLogger(__name__)
 LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('subscription:' || $1, 0))"
 TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('subscription:' || $1, 0))"
 
-SELECT_STATE = "SELECT evidence, version FROM subscriptions WHERE ref = $1"
-
-UPSERT_STATE = """
-INSERT INTO subscriptions AS s
-    (ref, user_id, plan, status, current_period_end, version, last_event_at, evidence, access, access_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (ref) DO UPDATE SET
-    user_id = EXCLUDED.user_id, plan = EXCLUDED.plan, status = EXCLUDED.status,
-    current_period_end = EXCLUDED.current_period_end, version = EXCLUDED.version,
-    last_event_at = EXCLUDED.last_event_at, evidence = EXCLUDED.evidence, access = EXCLUDED.access,
-    access_until = EXCLUDED.access_until, updated_at = now()
-"""
-
-INSERT_HISTORY = """
-INSERT INTO subscription_history (subscription_ref, event_id, from_status, to_status, reason, occurred_at, fact)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-"""
+# Takes LOCK and then reads the evidence in a new snapshot, in one round trip (migration 0010).
+LOCK_AND_LOAD = "SELECT lock_subscription($1)"
 
 INSERT_HELD = """
 INSERT INTO held_payments (event_id, subscription_ref, fact, occurred_at) VALUES ($1, $2, $3, $4)
@@ -76,6 +63,17 @@ ON CONFLICT (subscription_ref, event_id) DO NOTHING
 """
 
 
+def lock_key(subscription_ref: str) -> str:
+    """Return the text whose hash is the subscription's advisory lock key, as LOCK computes it."""
+    return f"subscription:{subscription_ref}"
+
+
+def event_lock_key(envelope: Envelope) -> str | None:
+    """Return the lock key of the subscription an event's data names, for `DeliveryHandler`."""
+    subscription_ref = envelope.data.get("subscription_ref")
+    return lock_key(subscription_ref) if isinstance(subscription_ref, str) else None
+
+
 async def lock(connection: asyncpg.Connection, subscription_ref: str) -> None:
     """Wait for the subscription's lock, held until the transaction ends (it may not have a row yet)."""
     await connection.execute(LOCK, subscription_ref)
@@ -86,19 +84,18 @@ async def try_lock(connection: asyncpg.Connection, subscription_ref: str) -> boo
     return bool(await connection.fetchval(TRY_LOCK, subscription_ref))
 
 
-async def load(connection: asyncpg.Connection, subscription_ref: str) -> SubscriptionState | None:
-    """Return the stored state, or None for a subscription the state machine has not seen."""
-    row = await connection.fetchrow(SELECT_STATE, subscription_ref)
-    if row is None or not row["evidence"]:
+async def lock_and_load(connection: asyncpg.Connection, subscription_ref: str) -> SubscriptionState | None:
+    """Take the subscription's lock like `lock`, then return its stored state (None if unknown)."""
+    return state_from_evidence(await connection.fetchval(LOCK_AND_LOAD, subscription_ref))
+
+
+def state_from_evidence(evidence: dict[str, Any] | None) -> SubscriptionState | None:
+    """Return the state that a `subscriptions.evidence` value stores, or None for an unseen subscription."""
+    if not evidence:
         # NOTE: a row written before migration 0004 has no evidence and is rebuilt from the next
         # lifecycle event, with its version starting again at 1.
         return None
-    return state_from_json(row["evidence"])
-
-
-async def wake_pusher(connection: asyncpg.Connection, subscription_ref: str) -> None:
-    """Notify the pusher; PostgreSQL delivers it only if the transaction commits."""
-    await connection.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, subscription_ref)
+    return state_from_json(evidence)
 
 
 @dataclass(frozen=True)
@@ -117,8 +114,13 @@ class SubscriptionStore:
 
         `event_id` is the platform event that carried the fact; history rows refer to it.
         """
-        await lock(connection, fact.subscription_ref)
-        state = await load(connection, fact.subscription_ref)
+        state = await lock_and_load(connection, fact.subscription_ref)
+        return await self.apply_loaded(connection, state, fact, event_id=event_id)
+
+    async def apply_loaded(
+        self, connection: asyncpg.Connection, state: SubscriptionState | None, fact: Fact, *, event_id: UUID
+    ) -> Decision:
+        """Like `apply_fact`, for a caller that took the lock and loaded `state` in this transaction."""
         decision = await self._apply_locked(connection, state, fact, event_id)
 
         if state is None and decision.state is not None:
@@ -147,25 +149,32 @@ class SubscriptionStore:
             )
             return decision
 
-        issued = None
+        # The numbers are reserved first: the `SubscriptionChanged` event counts them.
+        reservation = None
         if isinstance(fact, ChargePaid):
-            issued = await self._issue_lucky_numbers(connection, fact)
-        issued_count = len(issued.numbers) if issued is not None else 0
+            reservation = await self._reserve_lucky_numbers(connection, fact)
+        issued_count = len(reservation.numbers) if reservation is not None else 0
 
+        write = SubscriptionWrite(ref)
         if decision.changed:
             assert decision.state is not None  # a changed decision always carries its state
-            await self._save(connection, decision, decision.state, fact, event_id, issued_count)
-            await notify_transition(connection, decision, decision.state, fact, self.grace_period)
+            self._save(write, decision, decision.state, fact, event_id, issued_count)
+            notice = transition_notice(decision, decision.state, fact, self.grace_period)
+            if notice is not None:
+                write.notices.append(notice)
         else:
             logger.debug("fact changes nothing subscription_ref=%s event_id=%s fact=%s", ref, event_id, decision.transition)
 
-        if issued is not None and issued.draw_id is not None:
-            await notify_lucky_numbers(connection, ref, issued.draw_id, issued.numbers)
+        if reservation is not None and reservation.draw_id is not None:
+            assert isinstance(fact, ChargePaid) and reservation.draw_title is not None and reservation.draw_scheduled_at is not None
+            write.issue_numbers(reservation.draw_id, fact.charge_id, reservation.numbers)
+            write.notices.append(lucky_numbers_notice(reservation.numbers, reservation.draw_title, reservation.draw_scheduled_at))
+        await write.write(connection)
         return decision
 
-    async def _save(
+    def _save(
         self,
-        connection: asyncpg.Connection,
+        write: SubscriptionWrite,
         decision: Decision,
         state: SubscriptionState,
         fact: Fact,
@@ -173,16 +182,8 @@ class SubscriptionStore:
         lucky_numbers_issued: int,
     ) -> None:
         ref = state.subscription_ref
-        await connection.execute(
-            UPSERT_STATE,
-            ref, state.user_id, state.plan, state.status, state.current_period_end, state.version,
-            state.last_event_at, state_to_json(state), state.access, state.until,
-        )
-
         reason = f"{decision.transition}: {decision.reason}"
-        await connection.execute(
-            INSERT_HISTORY, ref, event_id, decision.previous_status, state.status, reason, fact.occurred_at, decision.transition
-        )
+        write.save_state(decision, state, fact, event_id, reason)
 
         changed = SubscriptionChanged(
             subscription_ref=ref,
@@ -194,30 +195,27 @@ class SubscriptionStore:
             reason=reason,
             lucky_numbers_issued=lucky_numbers_issued,
         )
-        await self.outbox.publish(connection, changed, source=self.source, subject=ref)
+        envelope = envelope_for(changed, source=self.source, subject=ref)
+        write.event = self.outbox.row(changed.TOPIC, envelope)
         logger.info(
             "subscription changed subscription_ref=%s event_id=%s fact=%s from_status=%s to_status=%s version=%d",
             ref, event_id, decision.transition, decision.previous_status, state.status, state.version,
         )
 
-    async def _issue_lucky_numbers(self, connection: asyncpg.Connection, fact: ChargePaid) -> lucky_numbers.Issued | None:
-        """Issue the numbers a confirmed payment earns, once per charge; return None if none are due."""
-        payment = await connection.fetchrow(
-            "SELECT p.status, g.charge_id IS NOT NULL AS granted FROM payments p"
-            " LEFT JOIN lucky_number_grants g USING (charge_id) WHERE p.charge_id = $1",
-            fact.charge_id,
-        )
-        if payment is None or payment["granted"] or payment["status"] != "confirmed":
+    async def _reserve_lucky_numbers(
+        self, connection: asyncpg.Connection, fact: ChargePaid
+    ) -> lucky_numbers.Reservation | None:
+        """Reserve the numbers a confirmed payment earns, once per charge; return None if none are due."""
+        quantity = lucky_numbers.quantity_for(fact.amount, self.lucky_number_price)
+        reservation = await lucky_numbers.reserve(connection, fact.charge_id, fact.subscription_ref, quantity)
+        if reservation is None:
             # Refunded or charged back before it was applied, or issued already: nothing to issue.
             return None
-
-        quantity = lucky_numbers.quantity_for(fact.amount, self.lucky_number_price)
-        issued = await lucky_numbers.issue(connection, fact.charge_id, fact.subscription_ref, quantity)
         logger.info(
             "lucky numbers issued subscription_ref=%s charge_id=%s draw_id=%s count=%d",
-            fact.subscription_ref, fact.charge_id, issued.draw_id, len(issued.numbers),
+            fact.subscription_ref, fact.charge_id, reservation.draw_id, len(reservation.numbers),
         )
-        return issued
+        return reservation
 
     async def _release_held(self, connection: asyncpg.Connection, state: SubscriptionState) -> None:
         """Apply the facts held for a subscription that has just been created."""

@@ -14,9 +14,9 @@ import asyncpg
 
 from broker.envelope import Envelope
 from consumers.delivery import Apply
-from consumers.entitlements import record_entitlement
+from consumers.entitlements import record_entitlement_of_event
 from consumers.subscription_pusher import run_pusher
-from consumers.subscription_store import SubscriptionStore, load, lock, wake_pusher
+from consumers.subscription_store import SubscriptionStore, event_lock_key, lock_and_load
 from festival.domain.subscriptions import entitlement
 from festival.settings import Settings
 from schemas.events import SubscriptionChanged, SubscriptionUpdated
@@ -26,16 +26,6 @@ logger = logging.getLogger(__name__)
 
 NAME = "subscriptions"
 SOURCE = "/consumers/subscriptions"
-
-# Links the wanted entitlement to the event it was recorded from. A replay of the dead-lettered
-# event (the one a rejected push names) clears the rejection, so the push is tried again.
-LINK_EVENT = """
-UPDATE entitlement_pushes SET
-    rejected_at = CASE WHEN event_id = $2 THEN NULL ELSE rejected_at END,
-    event_id = CASE WHEN rejected_at IS NULL OR event_id = $2 THEN $2 ELSE event_id END
-WHERE subscription_ref = $1
-RETURNING pending AND rejected_at IS NULL AS pushable
-"""
 
 
 class SubscriptionsConsumer:
@@ -66,15 +56,14 @@ class SubscriptionsConsumer:
         self, connection: asyncpg.Connection, envelope: Envelope, event: SubscriptionChanged
     ) -> None:
         """Store the entitlement that the subscription's current state implies, for the pusher."""
-        await lock(connection, event.subscription_ref)
-        state = await load(connection, event.subscription_ref)
+        state = await lock_and_load(connection, event.subscription_ref)
         if state is None:
             logger.error("change of an unknown subscription subscription_ref=%s event_id=%s", event.subscription_ref, envelope.id)
             raise LookupError(f"subscription {event.subscription_ref} has no stored state; the change cannot be pushed")
 
         # The current state, not the event's: a late event then records nothing older.
         active, until, reason = entitlement(state, datetime.now(UTC), grace_period=self.store.grace_period)
-        pending = await record_entitlement(
+        pending, pushable = await record_entitlement_of_event(
             connection,
             subscription_ref=state.subscription_ref,
             user_id=state.user_id,
@@ -82,15 +71,18 @@ class SubscriptionsConsumer:
             active=active,
             until=until,
             reason=reason,
+            event_id=envelope.id,
         )
-        pushable = await connection.fetchval(LINK_EVENT, state.subscription_ref, envelope.id)
-        if pushable:
-            # NOTIFY serialises commits database-wide, so it is sent only when there is a push to make.
-            await wake_pusher(connection, state.subscription_ref)
         logger.debug(
-            "entitlement recorded subscription_ref=%s event_id=%s version=%d active=%s pending=%s",
-            state.subscription_ref, envelope.id, state.version, active, pending,
+            "entitlement recorded subscription_ref=%s event_id=%s version=%d active=%s pending=%s pushable=%s",
+            state.subscription_ref, envelope.id, state.version, active, pending, pushable,
         )
+
+
+# Events of one subscription take its lock, so a batch of deliveries takes them all first.
+lock_key = event_lock_key
+# Every write path here requests its wakeups through `festival.wakeups`.
+NOTIFY_AFTER_COMMIT = True
 
 
 def build(settings: Settings) -> Apply:

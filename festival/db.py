@@ -19,10 +19,24 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Open a pool whose connections encode and decode json/jsonb as Python objects."""
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skip the reset query; asyncpg has already rolled back any open transaction."""
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, reset_session: bool = True) -> asyncpg.Pool:
+    """Open a pool whose connections encode and decode json/jsonb as Python objects.
+
+    By default asyncpg sends `RESET ALL`, `UNLISTEN *` and `pg_advisory_unlock_all()` to the
+    server each time a connection goes back to the pool: one more round trip per transaction.
+    Pass `reset_session=False` only where no code on the pool leaves session state behind
+    (session-level advisory locks, `SET` without `LOCAL`, `LISTEN`, open cursors).
+    """
     return await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init_connection
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=None if reset_session else _keep_session,
     )
 
 

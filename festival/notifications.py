@@ -137,15 +137,28 @@ async def dispatch_pending(
                 return sent_total
 
             after_id = rows[-1]["id"]
+            sent_ids = []
             for row in rows:
                 notification = Notification(**dict(row))
                 if await _send_one(connection, sender, notification, max_attempts):
-                    sent_total += 1
+                    sent_ids.append(notification.id)
+
+            # One statement marks the batch; the transaction commits after every send either way.
+            if sent_ids:
+                await connection.execute(
+                    "UPDATE notifications SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
+                    sent_ids,
+                )
+            sent_total += len(sent_ids)
+        if len(rows) < batch_size:
+            # A short batch took every unsent row not locked by another dispatcher.
+            return sent_total
 
 
 async def _send_one(
     connection: asyncpg.Connection, sender: NotificationSender, notification: Notification, max_attempts: int
 ) -> bool:
+    """Send one message; on failure count the attempt. Return whether it was sent (the caller marks it)."""
     try:
         await sender.send(notification)
     except Exception as error:
@@ -162,8 +175,4 @@ async def _send_one(
             notification.id, attempts, f"{type(error).__name__}: {error}"[:500],
         )
         return False
-
-    await connection.execute(
-        "UPDATE notifications SET sent_at = now(), attempts = attempts + 1 WHERE id = $1", notification.id
-    )
     return True

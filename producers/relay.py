@@ -18,16 +18,19 @@ import asyncpg
 
 from broker import tracing
 from broker.connection import aiomqtt_client
-from festival import telemetry
+from festival import telemetry, wakeups
 from festival.db import create_pool, migrate
 from festival.settings import Settings
 from festival.telemetry_metrics import events_published, outbox_sampler, topic_attribute
 
 logger = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "festival_outbox"
+NOTIFY_CHANNEL = wakeups.OUTBOX_CHANNEL
 # Seconds between two reads of the outbox backlog for the metrics.
 OUTBOX_SAMPLE_SECONDS = 10.0
+# Shortest time between the starts of two batches. Each batch costs four round trips and a
+# commit whatever its size, so at high rates this trades up to that much latency for fewer batches.
+BATCH_INTERVAL_SECONDS = 0.002
 # A delivery still pending after a redelivery waits longer each time, up to this many periods.
 MAX_REDELIVERY_BACKOFF = 16
 
@@ -174,19 +177,29 @@ class Relay:
         next_due_check = 0.0
         while True:
             self.wakeup.clear()
+            batch_started = loop.time()
             published = await self.publish_pending(pool, client)
             redelivered = 0
             if loop.time() >= next_due_check:
                 redelivered = await self.redeliver_due(pool, client)
                 if not redelivered:
                     next_due_check = loop.time() + self.settings.relay_poll_seconds
-            if published or redelivered:
+            # A short batch took every row visible and unlocked; a row committed since then has
+            # set `wakeup` again, so looking at once would usually find nothing.
+            if published >= self.settings.relay_batch_size or redelivered:
                 continue
 
             try:
                 await asyncio.wait_for(self.wakeup.wait(), self.settings.relay_poll_seconds)
             except TimeoutError:
                 pass
+
+            # Under load the commits come faster than batches end: waiting until the interval
+            # has passed lets one batch take the events of several commits. An idle relay
+            # starts at once.
+            pause = batch_started + BATCH_INTERVAL_SECONDS - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
 
 
 async def _listen(settings: Settings, relay: Relay) -> None:
@@ -224,7 +237,8 @@ async def run_relay(settings: Settings) -> None:
     url = settings.require_database_url()
     await migrate(url)
     relay = Relay(settings)
-    pool = await create_pool(url, max_size=4)
+    # Nothing on this pool keeps session state (the listener has a connection of its own).
+    pool = await create_pool(url, max_size=4, reset_session=False)
     listener = asyncio.create_task(_listen(settings, relay), name="relay-listener")
     sampler = asyncio.create_task(_sample_outbox(pool), name="relay-outbox-sampler")
     logger.info("relay started topic_root=%s mqtt_version=%s", settings.topic_root, settings.mqtt_version)
