@@ -35,7 +35,7 @@ CONSUMED: dict[str, type[EventData]] = {
 PUBLIC = {
     topics.draw_live("{draw_id}"): "Each step of a live draw: started, number drawn, winner, finished.",
     topics.draw_state("{draw_id}"): "Retained: the whole current state of a draw, for screens joining late.",
-    topics.DRAWS_CURRENT: "Retained: the current or next draw, for the landing page.",
+    topics.DRAWS_CURRENT: "Retained: the current or next draw and its status, for the landing page. Published when a draw's status changes.",
 }
 
 

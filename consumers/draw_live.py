@@ -1,10 +1,10 @@
 """The paced show: releases the stored live steps of drawing draws into the outbox, one per pace.
 
-Each release is one short transaction (the step, the retained state and `draws/current` go to the
-outbox, the step is marked released), so no transaction stays open during a show of minutes. The
-pace counts from the previous step's release, so after a crash the show resumes at the first
-unreleased step. Steps are claimed with SKIP LOCKED, so several consumer instances never release
-the same step twice.
+Each release is one short transaction: the step and the retained state go to the outbox, with
+`draws/current` when the step changes the draw's status, and the step is marked released. So no
+transaction stays open during a show of minutes. The pace counts from the previous step's
+release, so after a crash the show resumes at the first unreleased step. Steps are claimed with
+SKIP LOCKED, so several consumer instances never release the same step twice.
 """
 
 import asyncio
@@ -17,6 +17,9 @@ from festival.settings import Settings
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+# Steps after which the draw's public status differs: `started` makes public the `drawing` that
+# `run_draw` stored, and `finished` or `cancelled` ends the draw. Only these change `draws/current`.
+STATUS_STEPS = frozenset({"started", "finished", "cancelled"})
 CRASH_RETRY_SECONDS = 5.0
 
 # The first unreleased step of each drawing draw, when the pace since the previous step has passed.
@@ -61,7 +64,10 @@ async def _release(connection: asyncpg.Connection, settings: Settings, row: asyn
         )
 
     step = step_from_row(row["payload"], at)
-    await publish_state(connection, settings, row["draw_id"], step=step, trace_fields=row["trace_fields"])
+    await publish_state(
+        connection, settings, row["draw_id"],
+        step=step, status_changed=row["kind"] in STATUS_STEPS, trace_fields=row["trace_fields"],
+    )
     logger.info("draw step released draw_id=%s sequence=%d kind=%s", row["draw_id"], row["sequence"], row["kind"])
     if row["kind"] == "finished":
         logger.info("draw completed draw_id=%s", row["draw_id"])

@@ -152,9 +152,15 @@ async def publish_state(
     draw_id: UUID,
     *,
     step: LiveStep | None = None,
+    status_changed: bool = True,
     trace_fields: dict[str, str] | None = None,
 ) -> DrawState:
-    """Enqueue `step` (if any) on the live topic, then the retained state and `draws/current`."""
+    """Enqueue `step` (if any) on the live topic, then the retained state.
+
+    `draws/current` is enqueued too when `status_changed`, because it names a draw and its status
+    and nothing else: a number or a winner leaves it as it was, and every screen would receive a
+    copy per step for nothing.
+    """
     draw = await fetch_draw(connection, draw_id)
     assert draw is not None, draw_id
     steps = await released_steps(connection, draw_id)
@@ -163,6 +169,22 @@ async def publish_state(
     if step is not None:
         await enqueue_public(connection, settings, topics.draw_live(str(draw_id)), step, retain=False, trace_fields=trace_fields)
     await enqueue_public(connection, settings, topics.draw_state(str(draw_id)), state, retain=True, trace_fields=trace_fields)
+    if status_changed:
+        await publish_current(connection, settings, trace_fields=trace_fields)
+    return state
+
+
+async def publish_current(
+    connection: asyncpg.Connection, settings: Settings, *, trace_fields: dict[str, str] | None = None
+) -> CurrentDraw:
+    """Enqueue the retained `draws/current`, computed after every earlier transaction that enqueued it.
+
+    The transaction-scoped lock orders these transactions, and under READ COMMITTED the query after
+    it sees every one that committed before, so the last one enqueued has seen all their changes. Without it two concurrent changes, such as one
+    draw finishing while the next one closes, could leave a stale `draws/current` retained until
+    the next status change.
+    """
+    await connection.execute("SELECT pg_advisory_xact_lock(hashtext('festival.draws_current'))")
     current = await current_draw(connection)
     await enqueue_public(connection, settings, topics.DRAWS_CURRENT, current, retain=True, trace_fields=trace_fields)
-    return state
+    return current
