@@ -156,6 +156,122 @@ async def test_live_broker_restart(
     await expect(page.locator("#connection")).to_have_attribute("data-state", "online", timeout=TIMEOUT_MS)
 
 
+async def test_live_leaves_state_then_restart(
+    browser: object, base_url: str, live_settings: Settings, draw: DrawScript, mosquitto: Mosquitto
+) -> None:
+    from playwright.async_api import expect
+
+    steps = draw.all_steps()
+    page = await browser.new_page()  # type: ignore[attr-defined]
+    await page.goto(f"{base_url}/ao-vivo/{draw.draw_id}")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "online", timeout=TIMEOUT_MS)
+    async with publisher(live_settings) as pub:
+        await pub.state(draw.state("closed", 0))
+        await expect(page.locator("#title")).to_have_text("Sorteio de teste da semana", timeout=TIMEOUT_MS)
+
+        # The started step closes the page's only gap, so it leaves the state topic.
+        await pub.step(steps[0])
+        await pub.state(draw.state("drawing", 1))
+        await page.wait_for_function("window.liveScreen.stateUnsubscribes === 1", timeout=TIMEOUT_MS)
+        states_before = await page.evaluate("window.liveScreen.received.state")
+
+        # A subscribed page would receive each state before the step published after it.
+        await pub.step(steps[1])
+        await pub.state(draw.state("drawing", 2))
+        await pub.step(steps[2])
+        await expect(page.locator("#winners li")).to_have_count(1, timeout=TIMEOUT_MS)
+
+    assert await page.evaluate("window.liveScreen.received.state") == states_before
+    assert await page.evaluate("window.liveScreen.stateDrawId") is None
+
+    await asyncio.to_thread(mosquitto.stop)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting", timeout=TIMEOUT_MS)
+    await asyncio.to_thread(mosquitto.start)
+    async with publisher(live_settings) as pub:
+        for step in steps[3:]:
+            await pub.step(step)
+        await pub.state(draw.state("completed", len(steps)))
+
+    await expect_result(page, draw)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "online", timeout=TIMEOUT_MS)
+    assert await page.evaluate("window.liveScreen.received.state") > states_before
+
+
+async def test_live_gap_refetches_state(browser: object, base_url: str, live_settings: Settings, draw: DrawScript) -> None:
+    from playwright.async_api import expect
+
+    steps = draw.all_steps()
+    page = await browser.new_page()  # type: ignore[attr-defined]
+    await page.goto(f"{base_url}/ao-vivo/{draw.draw_id}")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "online", timeout=TIMEOUT_MS)
+    async with publisher(live_settings) as pub:
+        await pub.state(draw.state("drawing", 1))
+        await pub.step(steps[1])
+        await page.wait_for_function("window.liveScreen.stateUnsubscribes === 1", timeout=TIMEOUT_MS)
+
+        # Step 3 (the first winner) never reaches the page; step 4 shows the gap, and the retained
+        # state fills it.
+        await pub.state(draw.state("drawing", 3))
+        await pub.step(steps[3])
+        await expect(page.locator("#winners li")).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(page.locator("#numbers li")).to_have_count(2)
+
+        # Step 5 leaves no gap, so the page leaves the state topic again.
+        await pub.step(steps[4])
+        await page.wait_for_function("window.liveScreen.stateUnsubscribes === 2", timeout=TIMEOUT_MS)
+
+    await expect(page.locator("#winners li")).to_have_count(2)
+
+
+async def test_live_switch_resubscribes_state(
+    browser: object, base_url: str, live_settings: Settings, draw: DrawScript
+) -> None:
+    from playwright.async_api import expect
+
+    steps = draw.all_steps()
+    following = DrawScript(WINNERS)
+    page = await browser.new_page()  # type: ignore[attr-defined]
+    async with publisher(live_settings) as pub:
+        await pub.state(draw.state("drawing", 1))
+        await pub.current(draw.current("drawing"))
+        await page.goto(f"{base_url}/ao-vivo")
+        # The title comes with the retained state, so the page's subscription to the steps is active too.
+        await expect(page.locator("#title")).to_have_text("Sorteio de teste da semana", timeout=TIMEOUT_MS)
+        await pub.step(steps[1])
+        await page.wait_for_function("window.liveScreen.stateUnsubscribes === 1", timeout=TIMEOUT_MS)
+
+        # The next draw is announced: the page follows it and takes its retained state.
+        await pub.state(following.state("scheduled", 0).model_copy(update={"title": "Próximo sorteio de teste"}))
+        await pub.current(following.current("scheduled"))
+        await expect(page.locator("#title")).to_have_text("Próximo sorteio de teste", timeout=TIMEOUT_MS)
+        await expect(page.locator("#badge")).to_have_text("Próximo sorteio")
+        await expect(page.locator("#numbers li")).to_have_count(0)
+        assert await page.evaluate("window.liveScreen.stateDrawId") == str(following.draw_id)
+        await pub.clear(following.draw_id)
+
+
+async def test_live_stale_state_late_joiner(
+    browser: object, base_url: str, live_settings: Settings, draw: DrawScript
+) -> None:
+    from playwright.async_api import expect
+
+    steps = draw.all_steps()
+    page = await browser.new_page()  # type: ignore[attr-defined]
+    async with publisher(live_settings) as pub:
+        # The retained state lags behind `draws/current`, which already reports the draw completed.
+        await pub.state(draw.state("drawing", 2))
+        await pub.current(draw.current("completed"))
+        await page.goto(f"{base_url}/ao-vivo")
+        await expect(page.locator("#numbers li")).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(page.locator("#badge")).to_have_text("Resultado final")
+        await expect(page.locator("#badge")).to_have_attribute("data-live", "false")
+
+        # The page keeps the state topic until the completed state arrives.
+        await pub.state(draw.state("completed", len(steps)))
+
+    await expect_result(page, draw)
+
+
 async def test_live_sse_fallback(browser: object, base_url: str, live_settings: Settings, draw: DrawScript) -> None:
     from playwright.async_api import expect
 

@@ -18,12 +18,18 @@
 
   const $ = (id) => document.getElementById(id);
   const states = new Map(); // newest accepted DrawState per draw id, for a switch of `draws/current`
+  const received = { current: 0, state: 0, live: 0 }; // messages per kind, read by the browser tests
   let config = null;
   let current = null;
   let view = emptyView(pinnedDrawId);
 
+  // `contiguous` is the highest sequence up to which the page has every step (from the state or
+  // live). `heardLive` is whether a live step arrived since the page last subscribed to the state.
   function emptyView(drawId) {
-    return { drawId, state: null, steps: new Map(), winners: new Map(), stepStatus: null, sequence: 0 };
+    return {
+      drawId, state: null, steps: new Map(), winners: new Map(), stepStatus: null, sequence: 0,
+      contiguous: 0, heardLive: false,
+    };
   }
 
   function rank(status) {
@@ -46,10 +52,12 @@
       console.warn("live message ignored, invalid JSON", kind, error);
       return;
     }
+    if (kind in received) received[kind] += 1;
     if (kind === "current") onCurrent(data);
     else if (kind === "state") onState(data);
     else if (kind === "live") onStep(data);
     render();
+    transport.syncState();
   }
 
   function onCurrent(message) {
@@ -71,12 +79,20 @@
     view.sequence = Math.max(view.sequence, state.sequence);
     for (const step of state.numbers_drawn) view.steps.set(step.sequence, step);
     for (const winner of state.winners) view.winners.set(winner.position, winner);
+    view.contiguous = Math.max(view.contiguous, state.sequence);
+    advanceContiguous();
+  }
+
+  function advanceContiguous() {
+    while (view.steps.has(view.contiguous + 1)) view.contiguous += 1;
   }
 
   function onStep(step) {
     if (step.draw_id !== view.drawId) return;
     view.steps.set(step.sequence, step);
     view.sequence = Math.max(view.sequence, step.sequence);
+    view.heardLive = true;
+    advanceContiguous();
     if (step.kind === "winner" && step.winner) view.winners.set(step.winner.position, step.winner);
     const status = STEP_STATUS[step.kind];
     if (status && rank(status) >= rank(view.stepStatus)) view.stepStatus = status;
@@ -99,6 +115,25 @@
       if (candidate && rank(candidate) > rank(status)) status = candidate;
     }
     return status;
+  }
+
+  // Whether the page still needs `draws/{id}/state` of the draw it shows. While a draw runs, the
+  // live steps carry every number and winner, so a page that has a state and every step after it
+  // leaves the state topic, which grows with each number. Every (re)subscription brings the
+  // retained state again.
+  function needsState() {
+    const state = view.state;
+    if (!view.drawId) return false;
+    if (!state) return true;
+    // A completed or cancelled state is final: nothing in it changes any more.
+    if (state.status === "completed" || state.status === "cancelled") return false;
+    // Outside a running draw the state changes without a live step: at the cut-off before it, and
+    // with the revealed seed after the `finished` step.
+    if (shownStatus() !== "drawing") return true;
+    // A step published just before the page subscribed can be missing from the retained state it
+    // received, and the state published after that step then follows. A live step that leaves no
+    // gap proves that nothing before it is missing.
+    return !view.heardLive || view.contiguous < view.sequence;
   }
 
   // ---- rendering ----
@@ -226,11 +261,17 @@
     name: null,
     connect() {},
     follow() {},
+    syncState() {},
+    stateDrawId: null, // the draw whose `state` topic the page subscribes to now, if any
+    stateUnsubscribes: 0, // UNSUBACKs for a `state` topic, read by the browser tests
   };
 
-  function topicsOf(drawId) {
-    const root = config.topic_root;
-    return drawId ? [`${root}/draws/${drawId}/state`, `${root}/draws/${drawId}/live`] : [];
+  function stateTopic(drawId) {
+    return `${config.topic_root}/draws/${drawId}/state`;
+  }
+
+  function liveTopic(drawId) {
+    return `${config.topic_root}/draws/${drawId}/live`;
   }
 
   function kindOf(topic) {
@@ -243,6 +284,14 @@
     let client = null;
     let everConnected = false;
     transport.name = "mqtt";
+
+    // A failed (un)subscription leaves the page unsure of what it receives; a new connection
+    // subscribes from scratch.
+    const restartOnError = (attempt, action) => (error) => {
+      if (!error) return;
+      console.warn(`mqtt ${action} failed`, error.message);
+      attempt.end(true);
+    };
 
     transport.connect = () => {
       const settings = config.mqtt;
@@ -259,10 +308,15 @@
       client = attempt;
       attempt.on("connect", () => {
         everConnected = true;
-        // Retained messages arrive on every new subscription, which resynchronises the page.
+        // Retained messages arrive on every new subscription, which resynchronises the page: a
+        // new connection therefore always subscribes to the state again.
         // The page shows itself live only once the broker confirmed the subscription, because a
         // step published between the connection and the SUBACK would not reach it.
-        const topics = [`${config.topic_root}/draws/current`, ...topicsOf(view.drawId)];
+        const drawId = view.drawId;
+        const topics = [`${config.topic_root}/draws/current`];
+        if (drawId) topics.push(stateTopic(drawId), liveTopic(drawId));
+        transport.stateDrawId = drawId;
+        view.heardLive = false;
         attempt.subscribe(topics, { qos: 1 }, (error) => {
           if (error) {
             console.warn("mqtt subscribe failed", error.message);
@@ -279,6 +333,7 @@
       attempt.on("close", () => {
         if (client !== attempt) return;
         client = null;
+        transport.stateDrawId = null;
         attempt.end(true);
         if (!everConnected) {
           console.warn("broker WebSocket not reachable, switching to server-sent events");
@@ -290,8 +345,35 @@
 
     transport.follow = (previous, drawId) => {
       if (!client || !client.connected) return;
-      if (previous) client.unsubscribe(topicsOf(previous));
-      client.subscribe(topicsOf(drawId), { qos: 1 });
+      const attempt = client;
+      if (previous) {
+        const topics = [liveTopic(previous)];
+        if (transport.stateDrawId === previous) topics.push(stateTopic(previous));
+        attempt.unsubscribe(topics, restartOnError(attempt, "unsubscribe"));
+      }
+      transport.stateDrawId = drawId;
+      attempt.subscribe([stateTopic(drawId), liveTopic(drawId)], { qos: 1 }, restartOnError(attempt, "subscribe"));
+    };
+
+    // Subscribes to or leaves the state topic of the draw shown, as `needsState` decides.
+    transport.syncState = () => {
+      if (!client || !client.connected) return;
+      const attempt = client;
+      const needed = needsState() ? view.drawId : null;
+      const subscribed = transport.stateDrawId;
+      if (needed === subscribed) return;
+
+      if (subscribed) {
+        attempt.unsubscribe(stateTopic(subscribed), (error) => {
+          if (error) return restartOnError(attempt, "unsubscribe")(error);
+          transport.stateUnsubscribes += 1;
+        });
+      }
+      transport.stateDrawId = needed;
+      if (needed) {
+        view.heardLive = false;
+        attempt.subscribe(stateTopic(needed), { qos: 1 }, restartOnError(attempt, "subscribe"));
+      }
     };
   }
 
@@ -340,6 +422,12 @@
   }
 
   // Read by the browser tests.
-  window.liveScreen = { get view() { return view; }, get transport() { return transport.name; } };
+  window.liveScreen = {
+    get view() { return view; },
+    get transport() { return transport.name; },
+    get stateDrawId() { return transport.stateDrawId; },
+    get stateUnsubscribes() { return transport.stateUnsubscribes; },
+    received,
+  };
   start();
 })();
