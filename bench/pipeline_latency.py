@@ -4,7 +4,7 @@ Starts its own embedded PostgreSQL and Mosquitto on loopback and runs the gatewa
 the payments and subscriptions consumers as separate processes, as `festival up` does. It
 announces the subscriptions, then sends `--count` payment webhooks at `--rate` per second. The
 latency is the payment's `recorded_at` minus the delivery's `received_at`, both from the
-database clock.
+database clock. It also prints the CPU time each process used per webhook during the timed run.
 
     python bench/pipeline_latency.py --rate 500 --count 10000
 """
@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import psutil
 from standardwebhooks import Webhook
 
 from festival.db import migrate
@@ -157,6 +158,27 @@ async def wait_for_subscriptions(database_url: str, count: int) -> None:
         await connection.close()
 
 
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """Return the CPU time (user + system) each named process and its children have used so far.
+
+    The PostgreSQL entry sums the postmaster and its backends. A backend that exited before the
+    call is not counted, and the pools keep theirs open during a run. This process counts alone,
+    because every other process is its child.
+    """
+    used: dict[str, float] = {}
+    for name, process in processes.items():
+        total = 0.0
+        members = [process] if process.pid == os.getpid() else [process, *process.children(recursive=True)]
+        for member in members:
+            try:
+                times = member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        used[name] = total
+    return used
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -203,8 +225,15 @@ async def main() -> int:
         await wait_for_subscriptions(database_url, SUBSCRIPTIONS)
 
         payments = [presigned_request(secret, "/webhooks/nix", charge_paid(index), http_port) for index in range(args.count)]
+        names = ("gateway", "relay", "payments", "subscriptions")
+        processes = {name: psutil.Process(child.pid) for name, child in zip(names, children, strict=True)}
+        processes["postgresql"] = psutil.Process(postgres.pid)
+        processes.update({"mosquitto": child for child in psutil.Process().children() if child.name() == "mosquitto"})
+        processes["sender"] = psutil.Process()
+        cpu_before = cpu_seconds(processes)
         accepted, elapsed = await send_all(http_port, payments, args.rate)
         values = await latencies(database_url, accepted, timeout=120)
+        cpu_after = cpu_seconds(processes)
     finally:
         for child in children:
             child.terminate()
@@ -218,6 +247,10 @@ async def main() -> int:
         f"webhook-to-applied ms: p50={percentile(values, 0.50):.1f} p90={percentile(values, 0.90):.1f}"
         f" p99={percentile(values, 0.99):.1f} max={max(values):.1f} mean={statistics.fmean(values):.1f} n={len(values)}"
     )
+    # Includes idle polling and the benchmark's own queries, so it is an upper bound per webhook.
+    used = {name: (cpu_after[name] - cpu_before[name]) * 1000 / args.count for name in cpu_before}
+    cpu = "  ".join(f"{name}={value:.2f}" for name, value in used.items())
+    print(f"cpu ms per webhook: {cpu}  total={sum(used.values()):.2f}")
     return 0 if len(values) == accepted == args.count else 1
 
 
