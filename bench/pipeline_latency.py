@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -241,6 +242,8 @@ async def main() -> int:
             child.wait(15)
         broker.stop()
         postgres.stop()
+        # The database of a 500/s run takes about 100 MB.
+        shutil.rmtree(folder, ignore_errors=True)
 
     print(f"sent={args.count} accepted={accepted} offered_rate={args.rate:.0f}/s achieved_rate={args.count / elapsed:.0f}/s")
     print(
