@@ -4,11 +4,13 @@ Starts its own Mosquitto on free loopback ports (the platform's `festival.servic
 configuration and ACL) and spreads `--screens` lean screens over `--processes` receiver
 processes (see `bench/screen_client.py`). Each screen connects with the read-only screen user
 over the broker's WebSocket listener with the subprotocol `mqtt`, as the browsers do, and
-subscribes with QoS 1 to the topics the live page follows. The service user then publishes
-`--numbers` drawn numbers at QoS 1, each once every screen has the previous one. With
-`--traffic page` every number is three messages, as the draws consumer sends them: the live step,
-the retained draw state (which grows by one step per number) and the retained `draws/current`.
-With `--traffic step` it is the live step alone.
+subscribes with QoS 1 to the topics the live page follows. The service user opens the draw with
+its `started` step, then publishes `--numbers` drawn numbers at QoS 1, each once every screen has
+the previous one. With `--traffic page` the messages are the draws consumer's: the opening also
+carries the retained state and `draws/current`, and every number is the live step and the
+retained state (which grows by one step per number). Each screen leaves the state topic after its
+first live step, as the live page does, so a number reaches it as the live step alone. With
+`--traffic step` every message is a live step alone.
 
 Times are CLOCK_MONOTONIC (`time.monotonic()`), which all processes of one Linux machine share:
 from just before the live step's publish to the moment a screen's bytes carrying it arrived.
@@ -41,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.screen_client import ScreenSettings  # noqa: E402
 from bench.screen_pool import ScreenPool  # noqa: E402
-from bench.screen_traffic import DrawScript  # noqa: E402
+from bench.screen_traffic import SEQUENCE_OFFSET, DrawScript  # noqa: E402
 from festival.services import Mosquitto, MosquittoCredentials, free_port, open_files_limit  # noqa: E402
 
 README = Path(__file__).with_name("README.md")
@@ -63,6 +65,7 @@ class RunResult:
     numbers: int
     missing: int
     dropped: int
+    received: int  # messages the screens received after the opening, on every topic
     delivery_p50: float
     delivery_p99: float
     all_p50: float
@@ -104,18 +107,29 @@ def percentile(values: list[float], fraction: float) -> float:
     return float(np.percentile(values, fraction * 100)) if values else float("nan")
 
 
-async def publish_numbers(broker: Mosquitto, pool: ScreenPool, script: DrawScript, step_timeout: float) -> list[float]:
-    """Publish every number's messages at QoS 1, as the relay does; return each live step's send time."""
+def service_client(broker: Mosquitto) -> aiomqtt.Client:
     c = broker.credentials
+    return aiomqtt.Client("127.0.0.1", broker.port, username=c.service_user, password=c.service_password)
+
+
+async def open_draw(service: aiomqtt.Client, pool: ScreenPool, script: DrawScript, step_timeout: float) -> None:
+    """Publish the draw's opening messages one after another and wait until every screen has them."""
+    for topic, payload, retain in script.opening():
+        await service.publish(topic, payload, qos=1, retain=retain, timeout=10)
+    if not await pool.wait_opened(step_timeout):
+        print(f"opening timed out timeout_s={step_timeout}", file=sys.stderr)
+
+
+async def publish_numbers(service: aiomqtt.Client, pool: ScreenPool, script: DrawScript, step_timeout: float) -> list[float]:
+    """Publish every number's messages at QoS 1, as the relay does; return each live step's send time."""
     sent: list[float] = []
-    async with aiomqtt.Client("127.0.0.1", broker.port, username=c.service_user, password=c.service_password) as service:
-        for number in range(1, script.numbers + 1):
-            messages = script.messages(number)
-            sent.append(time.monotonic())
-            # The relay publishes a batch concurrently and waits for every PUBACK.
-            await asyncio.gather(*(service.publish(topic, payload, qos=1, retain=retain, timeout=10) for topic, payload, retain in messages))
-            if not await pool.wait_done(number, step_timeout):
-                print(f"step timed out number={number} timeout_s={step_timeout}", file=sys.stderr)
+    for number in range(1, script.numbers + 1):
+        messages = script.messages(number)
+        sent.append(time.monotonic())
+        # The relay publishes a batch concurrently and waits for every PUBACK.
+        await asyncio.gather(*(service.publish(topic, payload, qos=1, retain=retain, timeout=10) for topic, payload, retain in messages))
+        if not await pool.wait_done(number, step_timeout):
+            print(f"step timed out number={number} timeout_s={step_timeout}", file=sys.stderr)
     return sent
 
 
@@ -143,14 +157,19 @@ async def run_once(screens: int, traffic: str, args: argparse.Namespace) -> RunR
             connect_seconds = time.monotonic() - started
             print(f"connected screens={connected} failed={failed} seconds={connect_seconds:.1f} error={first_error!r}", file=sys.stderr)
 
-            cpu_before = cpu_seconds([broker.pid]), cpu_seconds(pool.pids)
-            publish_started = time.monotonic()
-            sent = await publish_numbers(broker, pool, script, args.step_timeout) if connected else []
-            publish_seconds = time.monotonic() - publish_started
-            broker_cpu = cpu_seconds([broker.pid]) - cpu_before[0]
-            receivers_cpu = cpu_seconds(pool.pids) - cpu_before[1]
+            sent: list[float] = []
+            async with service_client(broker) as service:
+                if connected:
+                    await open_draw(service, pool, script, args.step_timeout)
+                cpu_before = cpu_seconds([broker.pid]), cpu_seconds(pool.pids)
+                publish_started = time.monotonic()
+                if connected:
+                    sent = await publish_numbers(service, pool, script, args.step_timeout)
+                publish_seconds = time.monotonic() - publish_started
+                broker_cpu = cpu_seconds([broker.pid]) - cpu_before[0]
+                receivers_cpu = cpu_seconds(pool.pids) - cpu_before[1]
 
-            times, dropped = await pool.collect(timeout=60)
+            times, dropped, received = await pool.collect(timeout=60)
         finally:
             pool.stop()
     finally:
@@ -160,7 +179,7 @@ async def run_once(screens: int, traffic: str, args: argparse.Namespace) -> RunR
     missing, deliveries, all_screens = summarize(sent, times)
     return RunResult(
         screens_requested=screens, traffic=traffic, connected=connected, failed=failed, first_error=first_error,
-        connect_seconds=connect_seconds, numbers=len(sent), missing=missing, dropped=dropped,
+        connect_seconds=connect_seconds, numbers=len(sent), missing=missing, dropped=dropped, received=received,
         delivery_p50=percentile(deliveries, 0.50), delivery_p99=percentile(deliveries, 0.99),
         all_p50=percentile(all_screens, 0.50), all_p99=percentile(all_screens, 0.99),
         broker_cpu_seconds=broker_cpu, receivers_cpu_seconds=receivers_cpu, publish_seconds=publish_seconds,
@@ -179,6 +198,8 @@ def screen_settings(broker: Mosquitto, script: DrawScript, transport: str, qos: 
         live_index=script.live_index,
         websocket=transport == "websockets",
         qos=qos,
+        leave_index=script.leave_index,
+        sequence_offset=SEQUENCE_OFFSET,
     )
 
 
@@ -204,11 +225,13 @@ def milliseconds(value: float) -> str:
 
 def table_row(result: RunResult) -> str:
     numbers = max(result.numbers, 1)
+    messages_per_screen = result.received / max(result.connected * numbers, 1)
     met = "yes" if result.connected == result.screens_requested and result.missing == 0 and result.all_p99 <= TARGET_MS else "no"
     return (
         f"| {result.traffic} | {result.screens_requested:,} | {result.connected:,} | {result.connect_seconds:.1f} s"
         f" | {result.missing} | {milliseconds(result.delivery_p50)} | {milliseconds(result.delivery_p99)}"
         f" | {milliseconds(result.all_p50)} | {milliseconds(result.all_p99)} | {met}"
+        f" | {messages_per_screen:.2f}"
         f" | {milliseconds(result.broker_cpu_seconds * 1000 / numbers)} | {milliseconds(result.receivers_cpu_seconds * 1000 / numbers)} |"
     )
 
@@ -240,17 +263,22 @@ def render_section(args: argparse.Namespace, results: list[RunResult], load_befo
   per screen. A screen speaks MQTT 3.1.1 {transport}.
   It connects with the read-only screen user, a clean session and a 15 s keep-alive. It subscribes with QoS {args.screen_qos}
   to `draws/current`, `draws/{{id}}/state` and `draws/{{id}}/live`, as the live page does (with QoS 1), and acknowledges
-  each QoS 1 message with PUBACK.
-- Traffic: the service user publishes {args.numbers} numbers at QoS 1, the next one once every screen has the previous one.
-  `page`: per number the live step, the retained draw state (which grows with each number drawn) and the retained
-  `draws/current`, concurrently, as the relay publishes what the draws consumer wrote. `step`: the live step alone.
+  each QoS 1 message with PUBACK. With `page` traffic it leaves `draws/{{id}}/state` (UNSUBSCRIBE) after its first
+  live step, as the live page does once it has the state and every step after it.
+- Traffic: the service user opens the draw with its `started` step and waits until every screen has it (and, with `page`,
+  has left the state topic). Then it publishes {args.numbers} numbers at QoS 1, the next one once every screen has the previous one.
+  `page`: the opening also carries the retained state and `draws/current`; per number the live step and the retained
+  draw state (which grows with each number drawn), concurrently, as the relay publishes what the draws consumer wrote.
+  `draws/current` changes only with the draw's status, so no number carries it. `step`: every message is a live step alone.
+- Messages per screen per number: every message the screens received after the opening, on any topic, divided by
+  the screens connected and the numbers drawn.
 - One delivery: from just before the publish of a live step to the arrival of the bytes carrying it at one screen
   (CLOCK_MONOTONIC, which the processes share). All screens: the same up to the last screen that received it, per number.
   Broker CPU and receivers CPU: CPU time (user + system) of Mosquitto and of all receiver processes during the
-  publish phase, divided by the numbers drawn.
+  numbers' publish phase (after the opening), divided by the numbers drawn.
 
-| traffic | screens | connected | connect time | missing deliveries | one delivery p50 | one delivery p99 | all screens p50 | all screens p99 | p99 ≤ 500 ms | broker CPU per number | receivers CPU per number |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|
+| traffic | screens | connected | connect time | missing deliveries | one delivery p50 | one delivery p99 | all screens p50 | all screens p99 | p99 ≤ 500 ms | messages per screen per number | broker CPU per number | receivers CPU per number |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|
 {rows}
 {END}"""
 

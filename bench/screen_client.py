@@ -1,7 +1,8 @@
 """A lean live screen for the benchmark: one asyncio Protocol per connection, no task per screen.
 
 Speaks the part of MQTT 3.1.1 that the live page uses: CONNECT with a clean session and a 15 s
-keep-alive, SUBSCRIBE with QoS 1, PUBLISH received and acknowledged with PUBACK, and PINGREQ.
+keep-alive, SUBSCRIBE with QoS 1, UNSUBSCRIBE, PUBLISH received and acknowledged with PUBACK, and
+PINGREQ.
 The packets travel in WebSocket frames with the subprotocol `mqtt`, as mqtt.js sends them from
 the browser, or over plain TCP.
 The WebSocket side is the sans-I/O `ClientProtocol` of the `websockets` package; the MQTT side
@@ -22,7 +23,7 @@ from websockets.uri import parse_uri
 # Keep-alive of the live page's mqtt.js client, in seconds.
 KEEPALIVE_SECONDS = 15
 
-CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP = 0x20, 0x30, 0x40, 0x90, 0xD0
+CONNACK, PUBLISH, PUBACK, SUBACK, UNSUBACK, PINGRESP = 0x20, 0x30, 0x40, 0x90, 0xB0, 0xD0
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 SEQUENCE_FIELD = b'"sequence":'
@@ -43,6 +44,10 @@ class ScreenSettings:
     live_index: int
     websocket: bool = True
     qos: int = 1  # the live page subscribes with QoS 1
+    # The topic left after the first live step, as the page leaves the state topic; None keeps all.
+    leave_index: int | None = None
+    # Live step `sequence_offset + n` is step n of the measurement; step 0 opens the draw.
+    sequence_offset: int = 0
 
 
 def encode_length(length: int) -> bytes:
@@ -72,6 +77,11 @@ def subscribe_packet(packet_id: int, topics: tuple[str, ...], qos: int = 1) -> b
     return bytes([0x82]) + encode_length(len(body)) + body
 
 
+def unsubscribe_packet(packet_id: int, topics: tuple[str, ...]) -> bytes:
+    body = packet_id.to_bytes(2, "big") + b"".join(encode_string(topic) for topic in topics)
+    return bytes([0xA2]) + encode_length(len(body)) + body
+
+
 def puback_packet(packet_id: bytes) -> bytes:
     return b"\x40\x02" + packet_id
 
@@ -93,9 +103,11 @@ class Screen(asyncio.Protocol):
     """One live screen: connects, subscribes, then records when each live step arrives.
 
     `ready` resolves once the broker confirmed every subscription. `counts[i]` is the number of
-    messages received on `topics[i]` since then, and `live_times` maps a live step's sequence to
-    the CLOCK_MONOTONIC time (`time.monotonic()`, shared by every process on Linux) at which the
-    bytes carrying it arrived. `on_message` runs after each batch of received messages.
+    messages received on `topics[i]` since then, except retained ones replayed on subscription.
+    `live_times` maps a live step's measured number (its sequence minus `sequence_offset`) to the
+    CLOCK_MONOTONIC time (`time.monotonic()`, shared by every process on Linux) at which the
+    bytes carrying it arrived. `left` turns true when the broker confirmed the UNSUBSCRIBE of
+    `topics[leave_index]`. `on_message` runs after each batch of received messages.
     """
 
     def __init__(self, settings: ScreenSettings, client_id: str, on_message: Callable[["Screen"], None]) -> None:
@@ -106,12 +118,19 @@ class Screen(asyncio.Protocol):
         self.counts = [0] * len(settings.topics)
         self.live_times: dict[int, float] = {}
         self.completed = 0  # the owner's count of steps this screen has in full
+        self.left = False
+        self.opened_with = -1  # the owner's record of sum(counts) once the draw opened, -1 before
         self.last_sent = 0.0
         self.closed = False
         self._topic_index = {topic.encode(): index for index, topic in enumerate(settings.topics)}
         self._transport: asyncio.Transport | None = None
         self._websocket: ClientProtocol | None = None
         self._buffer = bytearray()
+
+    @property
+    def opened(self) -> bool:
+        """Whether this screen has the draw's opening step and, if it leaves a topic, left it."""
+        return 0 in self.live_times and (self.settings.leave_index is None or self.left)
 
     # asyncio.Protocol callbacks.
 
@@ -225,6 +244,8 @@ class Screen(asyncio.Protocol):
                 return
             if not self.ready.done():
                 self.ready.set_result(None)
+        elif kind == UNSUBACK:
+            self.left = True
         elif kind != PINGRESP and kind != PUBACK:
             self._fail(f"unexpected MQTT packet type {kind >> 4}")
 
@@ -247,7 +268,10 @@ class Screen(asyncio.Protocol):
         if index == self.settings.live_index:
             sequence = parse_sequence(body[position:])
             if sequence is not None:
-                self.live_times.setdefault(sequence, now)
+                self.live_times.setdefault(sequence - self.settings.sequence_offset, now)
+            leave = self.settings.leave_index
+            if leave is not None and self.counts[index] == 1:
+                self._send_mqtt(unsubscribe_packet(2, (self.settings.topics[leave],)))
 
     def _fail(self, reason: str) -> None:
         if not self.ready.done():

@@ -24,9 +24,11 @@ class WorkerState:
     connected: int | None = None
     failures: int = 0
     first_error: str = ""
+    opened: bool = False
     done: int = 0
     times: list[array] | None = None
     dropped: int = 0
+    received: int = 0
     closed: bool = False  # the pipe reached EOF: the process exited
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -75,6 +77,14 @@ class ScreenPool:
         connected = sum(worker.connected or 0 for worker in self.workers)
         return connected, sum(worker.failures for worker in self.workers), errors[0] if errors else ""
 
+    async def wait_opened(self, timeout: float) -> bool:
+        """Wait until every screen has the draw's opening step; False when `timeout` passed first."""
+        try:
+            await self._wait(lambda worker: worker.opened, timeout, "opening")
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_done(self, number: int, timeout: float) -> bool:
         """Wait until every screen has every message of step `number`; False when `timeout` passed first."""
         try:
@@ -83,12 +93,14 @@ class ScreenPool:
             return False
         return True
 
-    async def collect(self, timeout: float) -> tuple[list[list[array]], int]:
-        """Ask every process to stop; return each one's arrival times and the total of dropped screens."""
+    async def collect(self, timeout: float) -> tuple[list[list[array]], int, int]:
+        """Ask every process to stop; return each one's arrival times, the dropped screens and the
+        messages received after the opening, both summed over the processes."""
         for worker in self.workers:
             worker.pipe.send(("stop",))
         await self._wait(lambda worker: worker.times is not None, timeout, "results")
-        return [worker.times or [] for worker in self.workers], sum(worker.dropped for worker in self.workers)
+        times = [worker.times or [] for worker in self.workers]
+        return times, sum(worker.dropped for worker in self.workers), sum(worker.received for worker in self.workers)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Wait for every process to exit, then terminate and at last kill the ones left, by PID."""
@@ -129,9 +141,12 @@ class ScreenPool:
         kind = message[0]
         if kind == "connected":
             _, worker.connected, worker.failures, worker.first_error = message
+        elif kind == "opened":
+            worker.opened = True
         elif kind == "done":
             worker.done = message[1]
         elif kind == "results":
             worker.times = [array("d", chunk) for chunk in message[1]]
             worker.dropped = message[2]
+            worker.received = message[3]
         worker.changed.set()

@@ -4,9 +4,12 @@ The parent starts it with `multiprocessing` (spawn) and talks to it over a pipe:
 
 - worker -> parent `("connected", count, failures, first_error)` once its screens are connected
   or its connection deadline passed;
+- worker -> parent `("opened",)` once every one of its screens has the draw's opening step (step 0)
+  and left the topic it leaves after it;
 - worker -> parent `("done", n)` each time every one of its screens has every message of step n;
-- parent -> worker `("stop",)`, answered with `("results", times, dropped)` and the worker's
-  exit, where `dropped` counts the screens whose connection closed after they connected.
+- parent -> worker `("stop",)`, answered with `("results", times, dropped, received)` and the
+  worker's exit, where `dropped` counts the screens whose connection closed after they connected
+  and `received` the messages its screens received after the opening, on every topic.
   `times[n - 1]` holds the bytes of an `array("d")` of the monotonic arrival times of step n,
   one per screen, NaN where a screen never received it.
 """
@@ -55,6 +58,8 @@ class Worker:
         # done[n] counts the screens that have every message of step n, for n in 1..numbers.
         self.done = [0] * (plan.numbers + 1)
         self.reported = 0
+        self.opened = 0
+        self.reported_opened = False
         self.dropped: set[Screen] = set()
         self.stopped = asyncio.Event()
 
@@ -74,7 +79,7 @@ class Worker:
         finally:
             pinger.cancel()
             loop.remove_reader(self.pipe.fileno())
-        self.pipe.send(("results", self._arrival_times(), len(self.dropped)))
+        self.pipe.send(("results", self._arrival_times(), len(self.dropped), self._received_after_opening()))
         await self._disconnect_all()
 
     async def _connect_all(self) -> None:
@@ -120,6 +125,10 @@ class Worker:
             return
         if screen.closed and screen in self.members:
             self.dropped.add(screen)
+        if screen.opened_with < 0 and screen.opened:
+            # The opening step comes last in the opening, so every other opening message is counted.
+            screen.opened_with = sum(screen.counts)
+            self.opened += 1
 
         # A screen completes step n once live step n and n messages on each other per-step topic arrived.
         live = self.plan.settings.live_index
@@ -133,6 +142,9 @@ class Worker:
     def _report_done(self) -> None:
         # A screen the broker dropped would hold every later step back until the parent's timeout.
         open_screens = len(self.screens) - len(self.dropped)
+        if not self.reported_opened and self.opened >= open_screens:
+            self.reported_opened = True
+            self.pipe.send(("opened",))
         while self.reported < self.plan.numbers and self.done[self.reported + 1] >= open_screens:
             self.reported += 1
             self.pipe.send(("done", self.reported))
@@ -154,6 +166,9 @@ class Worker:
             command = ("stop",)
         if command[0] == "stop":
             self.stopped.set()
+
+    def _received_after_opening(self) -> int:
+        return sum(sum(screen.counts) - screen.opened_with for screen in self.screens if screen.opened_with >= 0)
 
     def _arrival_times(self) -> list[bytes]:
         return [

@@ -21,3 +21,5 @@ async def test_live_screens_small_run(transport: str, traffic: str) -> None:
     assert result.numbers == 3
     assert result.missing == 0
     assert result.dropped == 0
+    # Once the draw opened, each screen receives the live step of each number and nothing else.
+    assert result.received == 5 * 3
