@@ -20,10 +20,37 @@ class ServiceError(Exception):
     """A local server could not be started or stopped."""
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Linux's default ephemeral range, used where the file above cannot be read.
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+FREE_PORT_ATTEMPTS = 200
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """Return a port on `host` that is free now, taken from outside the kernel's ephemeral range.
+
+    Port 0 would give an ephemeral port, which the kernel may hand to an outgoing connection as
+    its source port before the server that asked for it binds it.
+    """
+    low, high = _ephemeral_range()
+    candidates = range(10000, low) if low > 11000 else range(high + 1, 65536)
+    for _ in range(FREE_PORT_ATTEMPTS):
+        port = secrets.choice(candidates) if len(candidates) > 0 else 0
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise ServiceError(f"no free port found on {host} after {FREE_PORT_ATTEMPTS} attempts")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(value) for value in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return low, high
 
 
 def port_is_open(host: str, port: int) -> bool:

@@ -224,7 +224,9 @@ async def test_malformed_traceparent_marked(capture: Capture, versioned: Setting
     assert (process.attributes or {})["festival.trace_context"] == "invalid"
 
 
-CPF_DIGITS = re.compile(r"\d{3}\.?\d{3}\.?\d{3}-?\d{2}")
+# Bounded on both sides, because unbounded it also matches eleven digits inside a UUID's last group
+# (`-012345678901`), which a random id has now and then.
+CPF_DIGITS = re.compile(r"(?<![\w-])\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?![\w-])")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
 
