@@ -30,13 +30,16 @@ from typing import TypeVar
 
 import numpy as np
 
-from festival.domain.draw_audit import encode_entries
-from festival.domain.draw_loteria import loteria_winners
-from festival.domain.draws import Snapshot, commitment, draw_winners, freeze_numbers, new_seed, freeze_bytes
-from festival.domain.lucky_numbers import number_space
-from festival.settings import Settings
-from festival.verify import verify_command
-from schemas.draws import AuditPrize, AuditSnapshot, AuditWinner, DrawAudit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import results  # noqa: E402
+from festival.domain.draw_audit import encode_entries  # noqa: E402
+from festival.domain.draw_loteria import loteria_winners  # noqa: E402
+from festival.domain.draws import Snapshot, commitment, draw_winners, freeze_numbers, new_seed, freeze_bytes  # noqa: E402
+from festival.domain.lucky_numbers import number_space  # noqa: E402
+from festival.settings import Settings  # noqa: E402
+from festival.verify import verify_command  # noqa: E402
+from schemas.draws import AuditPrize, AuditSnapshot, AuditWinner, DrawAudit  # noqa: E402
 
 SERIES = 1000
 PRIZES = 10
@@ -216,14 +219,7 @@ def embedded_database() -> Iterator[str]:
 
 
 def write_section(section: str) -> None:
-    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        before, _, rest = text.partition(BEGIN)
-        _, _, after = rest.partition(END)
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    README.write_text(text, encoding="utf-8")
+    results.write_section(BEGIN, END, section, README)
 
 
 def main() -> int:

@@ -41,6 +41,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import results  # noqa: E402
 from bench.screen_client import ScreenSettings  # noqa: E402
 from bench.screen_pool import ScreenPool  # noqa: E402
 from bench.screen_traffic import SEQUENCE_OFFSET, DrawScript  # noqa: E402
@@ -284,14 +285,7 @@ def render_section(args: argparse.Namespace, results: list[RunResult], load_befo
 
 
 def write_section(section: str) -> None:
-    text = README.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        before, _, rest = text.partition(BEGIN)
-        _, _, after = rest.partition(END)
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    README.write_text(text, encoding="utf-8")
+    results.write_section(BEGIN, END, section, README)
 
 
 def parse_args() -> argparse.Namespace:

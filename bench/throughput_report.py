@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench import results
+
 if TYPE_CHECKING:
     from bench.pipeline_throughput import PipelineResult, RawResult
 
@@ -232,11 +234,4 @@ def render_section(rounds: list[Round], context: RunContext) -> str:
 
 
 def write_section(section: str, readme: Path = README) -> None:
-    text = readme.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        before, _, rest = text.partition(BEGIN)
-        _, _, after = rest.partition(END)
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    readme.write_text(text, encoding="utf-8")
+    results.write_section(BEGIN, END, section, readme)
