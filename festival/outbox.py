@@ -116,6 +116,7 @@ class Outbox:
                 for topic, envelope in entries
             ],
         )
+        wakeups.request(wakeups.OUTBOX_CHANNEL)
 
         due_at = datetime.now(UTC) + timedelta(seconds=self.redelivery_after)
         deliveries = [

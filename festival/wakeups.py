@@ -51,6 +51,14 @@ def is_deferred() -> bool:
     return _requested.get() is not None
 
 
+def defer_setting() -> str:
+    """Return the value for `DEFER_SETTING` in a transaction started here: "on" inside `deferred()`.
+
+    With "on" the outbox trigger stays silent, so the caller must `send` what it requested.
+    """
+    return "on" if is_deferred() else "off"
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[set[str]]:
     """Collect the channels requested in the block; the caller sends them after its commit."""

@@ -7,15 +7,17 @@ from uuid import UUID
 import asyncpg
 from starlette.types import Send
 
+from festival import wakeups
 from gateway.intake import SignedDelivery
 
 # A conflict on either key (webhook-id, or the partner's event id) means the delivery was
-# recorded before. The caller then rolls back and responds with the stored event ids.
+# recorded before. The caller then rolls back and responds with the stored event ids. A new
+# delivery also sets `festival.defer_notify` for the rest of the transaction (`festival.wakeups`).
 INSERT_DELIVERY = """
 INSERT INTO inbox (partner, delivery_id, endpoint, signed_at, body, event_ids, partner_event_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT DO NOTHING
-RETURNING true
+RETURNING set_config('festival.defer_notify', $8, true) IS NOT NULL
 """
 
 SELECT_STORED_EVENT_IDS = """
@@ -58,7 +60,10 @@ async def record_delivery(
     event_ids: list[UUID],
     partner_event_id: str | None = None,
 ) -> bool:
-    """Insert the delivery into the inbox; return False if it, or its event, was recorded before."""
+    """Insert the delivery into the inbox; return False if it, or its event, was recorded before.
+
+    Inside `wakeups.deferred()` the outbox trigger then stays silent for the rest of the transaction.
+    """
     inserted = await connection.fetchval(
         INSERT_DELIVERY,
         delivery.partner,
@@ -68,6 +73,7 @@ async def record_delivery(
         delivery.body,
         event_ids,
         partner_event_id,
+        wakeups.defer_setting(),
     )
     return bool(inserted)
 

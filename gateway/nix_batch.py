@@ -4,7 +4,8 @@ Requests queue their prepared rows. A few writer tasks each take whatever is que
 with one statement that writes the inbox, customers, charges, outbox and deliveries, and
 PostgreSQL runs that statement as one transaction. Each request gets its response only after
 that commit, so a 2xx still means the delivery is in PostgreSQL. The batch shares one commit and
-one round trip.
+one round trip. The statement also keeps the outbox trigger silent, so the commit does not wait
+for other notifying commits, and the writer wakes the relay after it (`festival.wakeups`).
 
 Events with a txid keep the per-request transaction of `gateway.nix_events`, because they take an
 advisory lock per txid and may release waiting PIX.
@@ -21,6 +22,7 @@ import asyncpg
 from opentelemetry import context as otel_context
 
 from broker import topics
+from festival import wakeups
 from festival.outbox import Outbox, envelope_for
 from gateway.inbox import IngestResult, stored_event_ids
 from gateway.intake import SignedDelivery
@@ -38,6 +40,8 @@ WRITERS = 4
 # inbox returns go on to the other tables. Customers and charges are written in key order, so two
 # batches take their shared row locks in the same order; a deadlock that happens anyway, like any
 # other database error, makes the writer record that batch one event per transaction.
+# PostgreSQL fires the outbox's statement trigger after the whole statement, so the setting made
+# while the inbox insert reads `input` is in place by then.
 RECORD_BATCH = """
 WITH input AS (
     SELECT * FROM unnest(
@@ -47,6 +51,7 @@ WITH input AS (
     ) WITH ORDINALITY AS t(delivery_id, signed_at, body, partner_event_id, charge_id, subscription_ref,
                            method, amount, created_at, has_customer, name, email, cpf, phone,
                            event_id, topic, envelope, ordinal)
+    WHERE set_config('festival.defer_notify', $22, true) IS NOT NULL
 ), delivery AS (
     INSERT INTO inbox (partner, delivery_id, endpoint, signed_at, body, event_ids, partner_event_id)
     SELECT 'nix', delivery_id, $18, signed_at, body,
@@ -163,7 +168,8 @@ class NixBatchWriter:
     async def _write(self, connection: asyncpg.Connection, batch: list[_Item]) -> None:
         unique, repeated = _split_repeats(batch)
         try:
-            recorded = await self._record(connection, unique)
+            with wakeups.deferred() as channels:
+                recorded = await self._record(connection, unique)
         except asyncpg.PostgresError as error:
             # A deadlock, or one event that passed validation but that PostgreSQL rejects: record
             # each event in its own transaction, so only the bad one fails.
@@ -177,6 +183,8 @@ class NixBatchWriter:
                     item.future.set_result(IngestResult([item.event_id] if item.event_id else [], duplicate=False))
                 else:
                     repeated.append(item)
+            # The responses go out while the relay's wakeup is on its way: both follow the commit.
+            await wakeups.send(connection, channels)
         await self._answer_duplicates(connection, repeated)
 
     async def _record(self, connection: asyncpg.Connection, items: list[_Item]) -> set[str]:
@@ -201,11 +209,15 @@ class NixBatchWriter:
                 [event_id for event_id, _ in consumers_by_event],
                 [consumer for _, consumer in consumers_by_event],
                 due_at,
+                wakeups.defer_setting(),
             )
         finally:
             otel_context.detach(token)
         logger.debug("nix batch recorded size=%d accepted=%d", len(items), len(result))
-        return {row["delivery_id"] for row in result}
+        recorded = {row["delivery_id"] for row in result}
+        if any(item.event_id is not None and item.delivery.webhook_id in recorded for item in items):
+            wakeups.request(wakeups.OUTBOX_CHANNEL)
+        return recorded
 
     async def _record_one_by_one(self, items: list[_Item]) -> None:
         for item in items:

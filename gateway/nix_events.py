@@ -9,6 +9,7 @@ import asyncpg
 import stamina
 
 from broker.envelope import Envelope
+from festival import wakeups
 from festival.outbox import Outbox, envelope_for
 from gateway.inbox import AlreadyRecorded, IngestResult, stored_event_ids
 from gateway.intake import SignedDelivery
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 # One round trip for the inbox, the customer, the charge and the PIX that waited for it. A charge
 # already known is left as it is. The whole transaction is rolled back when `recorded` is false.
+# It also sets `festival.defer_notify` for the outbox inserts that follow (`festival.wakeups`).
 # NOTE: a new charge whose txid another charge already has is not recorded, and no error is raised.
 RECORD_EVENT = """
 WITH delivery AS (
@@ -51,7 +53,8 @@ WITH delivery AS (
     RETURNING payload
 )
 SELECT EXISTS (SELECT FROM delivery) AS recorded,
-       coalesce((SELECT array_agg(payload) FROM released), '{}') AS released
+       coalesce((SELECT array_agg(payload) FROM released), '{}') AS released,
+       set_config('festival.defer_notify', $19, true) AS defer_notify
 """
 
 ADD_EVENT_IDS = "UPDATE inbox SET event_ids = event_ids || $3::uuid[] WHERE partner = $1 AND delivery_id = $2"
@@ -108,14 +111,18 @@ async def ingest_nix_event(
     if canonical is not None:
         entries.append((canonical.TOPIC, envelope_for(canonical, source=SOURCE, subject=event.data.charge_id)))
 
-    async with pool.acquire() as connection:
-        try:
-            async with connection.transaction():
-                entries += await _record(connection, delivery, event, [envelope.id for _, envelope in entries])
-                await outbox.enqueue_envelopes(connection, entries)
-        except AlreadyRecorded as duplicate:
-            logger.info("nix event already applied webhook_id=%s nix_event_id=%s", delivery.webhook_id, event.id)
-            return IngestResult(duplicate.event_ids, duplicate=True)
+    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`):
+    # the relay is woken after it, before the response.
+    with wakeups.deferred() as channels:
+        async with pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    entries += await _record(connection, delivery, event, [envelope.id for _, envelope in entries])
+                    await outbox.enqueue_envelopes(connection, entries)
+            except AlreadyRecorded as duplicate:
+                logger.info("nix event already applied webhook_id=%s nix_event_id=%s", delivery.webhook_id, event.id)
+                return IngestResult(duplicate.event_ids, duplicate=True)
+            await wakeups.send(connection, channels)
 
     logger.debug(
         "nix event accepted webhook_id=%s nix_event_id=%s type=%s charge_id=%s events=%d",
@@ -144,6 +151,7 @@ async def _record(
         customer.cpf if customer else None,
         customer.phone if customer else None,
         event.created_at,
+        wakeups.defer_setting(),
     )
     if not row["recorded"]:
         raise AlreadyRecorded(await stored_event_ids(connection, delivery, event.id))

@@ -14,6 +14,7 @@ import asyncpg
 import stamina
 
 from broker.envelope import Envelope
+from festival import wakeups
 from festival.outbox import Outbox, envelope_for
 from gateway.inbox import AlreadyRecorded, IngestResult, record_delivery, stored_event_ids
 from gateway.intake import SignedDelivery
@@ -80,13 +81,18 @@ async def ingest_pix_callback(
         by_end_to_end_id.setdefault(pix.endToEndId, pix)
     txids = [pix.txid for pix in by_end_to_end_id.values() if pix.txid]
 
-    async with pool.acquire() as connection:
-        try:
-            async with connection.transaction():
-                return await _ingest(connection, outbox, delivery, by_end_to_end_id, txids)
-        except AlreadyRecorded as duplicate:
-            logger.info("pix callback already applied webhook_id=%s", delivery.webhook_id)
-            return IngestResult(duplicate.event_ids, duplicate=True)
+    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`):
+    # the relay is woken after it, before the response.
+    with wakeups.deferred() as channels:
+        async with pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    result = await _ingest(connection, outbox, delivery, by_end_to_end_id, txids)
+            except AlreadyRecorded as duplicate:
+                logger.info("pix callback already applied webhook_id=%s", delivery.webhook_id)
+                return IngestResult(duplicate.event_ids, duplicate=True)
+            await wakeups.send(connection, channels)
+    return result
 
 
 async def _ingest(

@@ -11,6 +11,7 @@ import stamina
 from starlette.datastructures import State
 
 from broker.envelope import Envelope
+from festival import wakeups
 from festival.outbox import Outbox, envelope_for
 from gateway.inbox import AlreadyRecorded, IngestResult, record_delivery, stored_event_ids
 from gateway.intake import SignedDelivery
@@ -101,16 +102,20 @@ async def ingest_redetv_event(
         entries.append((canonical.TOPIC, envelope_for(canonical, source=SOURCE, subject=canonical.subscription_ref)))
     event_ids = [envelope.id for _, envelope in entries]
 
-    async with pool.acquire() as connection:
-        try:
-            async with connection.transaction():
-                if not await record_delivery(connection, delivery, event_ids, webhook.event_id):
-                    raise AlreadyRecorded(await stored_event_ids(connection, delivery, webhook.event_id))
-                await _record_user(connection, webhook)
-                await outbox.enqueue_envelopes(connection, entries)
-        except AlreadyRecorded as duplicate:
-            logger.info("redetv event already recorded webhook_id=%s redetv_event_id=%s", delivery.webhook_id, webhook.event_id)
-            return IngestResult(duplicate.event_ids, duplicate=True)
+    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`):
+    # the relay is woken after it, before the response.
+    with wakeups.deferred() as channels:
+        async with pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    if not await record_delivery(connection, delivery, event_ids, webhook.event_id):
+                        raise AlreadyRecorded(await stored_event_ids(connection, delivery, webhook.event_id))
+                    await _record_user(connection, webhook)
+                    await outbox.enqueue_envelopes(connection, entries)
+            except AlreadyRecorded as duplicate:
+                logger.info("redetv event already recorded webhook_id=%s redetv_event_id=%s", delivery.webhook_id, webhook.event_id)
+                return IngestResult(duplicate.event_ids, duplicate=True)
+            await wakeups.send(connection, channels)
 
     logger.debug(
         "redetv event accepted webhook_id=%s redetv_event_id=%s type=%s subscription_ref=%s",
