@@ -22,7 +22,7 @@ import httpx
 
 from festival import fallback_broker
 from festival.db import migrate
-from festival.launcher_checks import LaunchError, check_ports, local_http_url
+from festival.launcher_checks import LaunchError, check_ports, local_http_url, lock_data_dir
 from festival.secrets_store import SecretsStore
 from festival.services import (
     EmbeddedPostgres,
@@ -84,9 +84,10 @@ async def run_platform(settings: Settings, demo: bool) -> int:
 
 
 async def _start(settings: Settings, demo: bool, stack: contextlib.AsyncExitStack) -> None:
-    check_ports(settings)
     platform = Platform(data_dir=settings.data_dir.resolve())
     platform.data_dir.mkdir(parents=True, exist_ok=True)
+    stack.callback(lock_data_dir(platform.data_dir).close)
+    check_ports(settings, "./dev up --demo" if demo else "./dev up")
     store = SecretsStore.open(platform.data_dir)
     _resolve_credentials(settings, store, platform)
 

@@ -1,12 +1,17 @@
 """Checks that `festival up` runs before it starts anything; each error message names what to change."""
 
 import errno
+import fcntl
+import os
 import socket
+from pathlib import Path
+from typing import TextIO
 
 from festival.services import free_port
 from festival.settings import Settings
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+LOCK_FILE = "festival-up.lock"
 DEFAULT_MQTT_PORT = Settings.model_fields["mqtt_port"].default
 
 
@@ -48,15 +53,45 @@ def _suggest_port(host: str, in_use: int) -> int:
     return free_port(host)
 
 
-def check_ports(settings: Settings) -> None:
-    """Raise LaunchError, naming the port and the variables to change, when a port that `festival up` needs is taken."""
+def lock_data_dir(data_dir: Path) -> TextIO:
+    """Take the data folder for this `festival up`, or raise LaunchError when another one holds it.
+
+    Two launchers on one folder would share one PostgreSQL and one broker persistence file, and
+    the first to stop would stop the database under the other. The lock is released when the
+    returned file is closed or the process ends.
+    """
+    lock = (data_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise LaunchError(
+            f"the data folder {data_dir} is in use by another `festival up` (pid {holder}).\n"
+            "  Stop that one first (Ctrl-C in its terminal), or give this one its own folder:\n"
+            f"  FESTIVAL_DATA_DIR={data_dir}-2 ./dev up"
+        ) from None
+
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def check_ports(settings: Settings, command: str = "./dev up") -> None:
+    """Raise LaunchError, naming the port and the variables to change, when a port that `festival up` needs is taken.
+
+    `command` is the command the suggestions repeat, such as `./dev up --demo`.
+    """
     http_host = "0.0.0.0" if settings.http_host in WILDCARD_HOSTS else settings.http_host
     if port_in_use(http_host, settings.http_port):
         suggestion = _suggest_port(http_host, settings.http_port)
         raise LaunchError(
             f"port {settings.http_port} on {settings.http_host} is already in use, "
             "so the gateway cannot listen on it.\n"
-            f"  Choose another port:       FESTIVAL_HTTP_PORT={suggestion} ./dev up\n"
+            f"  Choose another port: FESTIVAL_HTTP_PORT={suggestion} {command}\n"
             f"  Or stop the program that listens on port {settings.http_port}."
         )
 
@@ -67,12 +102,12 @@ def check_ports(settings: Settings) -> None:
             f"FESTIVAL_MQTT_PORT and FESTIVAL_MQTT_WS_PORT are both {settings.mqtt_port}: give them different values"
         )
     if port_in_use("127.0.0.1", settings.mqtt_port):
-        raise LaunchError(_mqtt_port_taken(settings.mqtt_port))
+        raise LaunchError(_mqtt_port_taken(settings.mqtt_port, command))
     if port_in_use("127.0.0.1", settings.mqtt_ws_port):
-        raise LaunchError(_ws_port_taken(settings.mqtt_ws_port))
+        raise LaunchError(_ws_port_taken(settings.mqtt_ws_port, command))
 
 
-def _mqtt_port_taken(port: int) -> str:
+def _mqtt_port_taken(port: int, command: str) -> str:
     """Return the advice for a taken MQTT port: another port, or the broker that may already listen there."""
     reason = ""
     if port == DEFAULT_MQTT_PORT:
@@ -80,17 +115,17 @@ def _mqtt_port_taken(port: int) -> str:
     return (
         f"port {port} on 127.0.0.1 is already in use, so the local broker cannot open its MQTT listener "
         f"there{reason}.\n"
-        f"  Choose another port:       FESTIVAL_MQTT_PORT={_suggest_port('127.0.0.1', port)} ./dev up\n"
+        f"  Choose another port: FESTIVAL_MQTT_PORT={_suggest_port('127.0.0.1', port)} {command}\n"
         "  Or, if an MQTT broker listens there, use it: "
-        f"FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{port} ./dev up"
+        f"FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{port} {command}"
     )
 
 
-def _ws_port_taken(port: int) -> str:
+def _ws_port_taken(port: int, command: str) -> str:
     """Return the advice for a taken WebSocket port, which only the local broker's screen listener uses."""
     return (
         f"port {port} on 127.0.0.1 is already in use, so the local broker cannot open its MQTT over WebSockets "
         "listener there (the live screens connect to it).\n"
-        f"  Choose another port:       FESTIVAL_MQTT_WS_PORT={_suggest_port('127.0.0.1', port)} ./dev up\n"
+        f"  Choose another port: FESTIVAL_MQTT_WS_PORT={_suggest_port('127.0.0.1', port)} {command}\n"
         f"  Or stop the program that listens on port {port}."
     )

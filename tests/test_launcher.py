@@ -259,6 +259,29 @@ async def test_up_suggests_running_broker(workdir: Path, taken_port: int) -> Non
     assert f"FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:{taken_port}" in launch.stderr.read_text()
 
 
+async def test_up_rejects_data_folder_in_use(shared_running: Launch, workdir: Path) -> None:
+    second = await start_up(workdir, FESTIVAL_DATA_DIR=str(shared_running.data_dir))
+    code = await asyncio.wait_for(second.process.wait(), START_TIMEOUT)
+
+    message = second.stderr.read_text()
+    assert code == 1, second.output()
+    assert "is in use by another `festival up`" in message
+    assert f"pid {shared_running.process.pid}" in message
+    assert shared_running.process.returncode is None
+
+
+def test_data_folder_lock_released_on_close(tmp_path: Path) -> None:
+    first = launcher_checks.lock_data_dir(tmp_path)
+    with pytest.raises(launcher.LaunchError):
+        launcher_checks.lock_data_dir(tmp_path)
+    first.close()
+
+    second = launcher_checks.lock_data_dir(tmp_path)
+    second.close()
+
+    assert (tmp_path / launcher_checks.LOCK_FILE).read_text() == str(os.getpid())
+
+
 def taken_port_message(monkeypatch: pytest.MonkeyPatch, taken: int, **ports: int) -> str:
     """Return the LaunchError message of `check_ports` when only port `taken` is in use."""
     monkeypatch.setattr(launcher_checks, "port_in_use", lambda host, port: port == taken)
@@ -280,6 +303,16 @@ def test_other_mqtt_port_omits_system_mosquitto(monkeypatch: pytest.MonkeyPatch)
     assert "mosquitto package" not in message
     assert "FESTIVAL_MQTT_PORT=38831 " in message
     assert "FESTIVAL_MQTT_URL=mqtt://USER:PASSWORD@127.0.0.1:38830 " in message
+
+
+def test_suggestion_repeats_demo_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher_checks, "port_in_use", lambda host, port: port == 1883)
+    settings = Settings(mqtt_url=None, http_port=38000, mqtt_port=1883, mqtt_ws_port=9001)
+
+    with pytest.raises(launcher.LaunchError) as raised:
+        launcher_checks.check_ports(settings, "./dev up --demo")
+
+    assert "FESTIVAL_MQTT_PORT=1884 ./dev up --demo\n" in str(raised.value)
 
 
 def test_ws_port_taken_advises_ws_port(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -193,16 +193,23 @@
     const name = document.createElement("span");
     name.className = "winner-name";
     name.textContent = winner.display_name;
-    const details = [`${winner.position}º prêmio${prize ? ` (${prize.description})` : ""}`, `número ${winner.number_display}`];
-    if (winner.cpf_masked) details.push(`CPF ${winner.cpf_masked}`);
-    li.append(name, ` · ${details.join(" · ")}`);
+    li.append(name, ` · ${winner.position}º prêmio${prize ? ` (${prize.description})` : ""} · `, unbroken(`número ${winner.number_display}`));
+    if (winner.cpf_masked) li.append(" · ", unbroken(`CPF ${winner.cpf_masked}`));
     return li;
+  }
+
+  // Keeps a number such as "00-46490" or a masked CPF on one line: browsers may break at a hyphen.
+  function unbroken(text) {
+    const span = document.createElement("span");
+    span.className = "unbroken";
+    span.textContent = text;
+    return span;
   }
 
   function renderBadge(status) {
     const labels = {
       scheduled: "Próximo sorteio",
-      closed: "Apostas encerradas",
+      closed: "Inscrições encerradas",
       drawing: "Ao vivo",
       completed: "Resultado final",
       cancelled: "Sorteio cancelado",
