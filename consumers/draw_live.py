@@ -17,6 +17,8 @@ from festival.settings import Settings
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+# Longest pause between release attempts while the database fails.
+MAX_RETRY_SECONDS = 5.0
 # Steps after which the draw's public status differs: `started` makes public the `drawing` that
 # `run_draw` stored, and `finished` or `cancelled` ends the draw. Only these change `draws/current`.
 STATUS_STEPS = frozenset({"started", "finished", "cancelled"})
@@ -77,18 +79,26 @@ async def _release(connection: asyncpg.Connection, settings: Settings, row: asyn
 async def run_show(settings: Settings, pool: asyncpg.Pool) -> None:
     """Release due steps until cancelled; every error is logged and the release retried."""
     logger.info("draw show started poll=%.2fs", POLL_SECONDS)
+    failures = 0
     try:
         while True:
+            delay = POLL_SECONDS
             try:
-                if await release_due(pool, settings):
+                released = await release_due(pool, settings)
+                failures = 0
+                if released:
                     continue
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-                logger.warning("draw show release failed error=%r retry_in=%.1fs", error, POLL_SECONDS)
+                # While the database is down, back off so the log gets one line every few seconds
+                # instead of ten a second.
+                failures += 1
+                delay = min(POLL_SECONDS * 2**failures, MAX_RETRY_SECONDS)
+                logger.warning("draw show release failed attempt=%d error=%r retry_in=%.1fs", failures, error, delay)
             except Exception:
                 # A bug in one step must not end the show of every draw until the next restart;
                 # the transaction rolled back, so the step is tried again after a longer pause.
                 logger.exception("draw show release crashed retry_in=%.1fs", CRASH_RETRY_SECONDS)
-                await asyncio.sleep(CRASH_RETRY_SECONDS)
-            await asyncio.sleep(POLL_SECONDS)
+                delay = CRASH_RETRY_SECONDS
+            await asyncio.sleep(delay)
     finally:
         logger.info("draw show stopped")
