@@ -3,9 +3,10 @@
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -92,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_level(command: str, settings: Settings, environ: Mapping[str, str]) -> str:
+    """Return the log level of `command`: WARNING for `draw`, unless FESTIVAL_LOG_LEVEL sets one.
+
+    `festival draw verify` prints a Portuguese result for anyone to read; English progress lines
+    on the same terminal would bury it.
+    """
+    if command == "draw" and "FESTIVAL_LOG_LEVEL" not in environ:
+        return "WARNING"
+    return settings.log_level
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     component = args.command if args.command != "consumer" else f"consumer-{args.name}"
-    configure_logging(settings.log_level, settings.log_format, component)
+    configure_logging(log_level(args.command, settings, os.environ), settings.log_format, component)
 
     from festival.telemetry import TelemetryConfigError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from festival.cli import main
+from festival.cli import log_level, main
 from festival.domain.draw_audit import AuditFormatError, decode_entries, encode_entries, verify_audit
 from festival.domain.draw_loteria import loteria_winners
 from festival.domain.draws import commitment, draw_winners, freeze_numbers
@@ -280,3 +280,17 @@ def test_cli_fetch_invalid_url(capsys: pytest.CaptureFixture[str]) -> None:
     code = verify_command(Settings(), str(uuid.uuid4()), url="127.0.0.1:8000")
     assert code == 2
     assert "endereço inválido: 127.0.0.1:8000" in capsys.readouterr().err
+
+
+def test_verify_logs_warnings_only() -> None:
+    assert log_level("draw", Settings(log_level="INFO"), {}) == "WARNING"
+
+
+def test_verify_log_level_when_set() -> None:
+    settings = Settings(log_level="DEBUG")
+
+    assert log_level("draw", settings, {"FESTIVAL_LOG_LEVEL": "DEBUG"}) == "DEBUG"
+
+
+def test_services_keep_log_level() -> None:
+    assert log_level("gateway", Settings(log_level="INFO"), {}) == "INFO"
