@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import results  # noqa: E402
+from bench.host import cpu_model  # noqa: E402
 from festival.domain.draw_audit import encode_entries  # noqa: E402
 from festival.domain.draw_loteria import loteria_winners  # noqa: E402
 from festival.domain.draws import Snapshot, commitment, draw_winners, freeze_numbers, new_seed, freeze_bytes  # noqa: E402
@@ -152,12 +153,7 @@ async def measure_postgres(url: str, numbers: np.ndarray, repeat: int) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     memory = ""
     with contextlib.suppress(OSError, ValueError, IndexError):
         kib = int(Path("/proc/meminfo").read_text().split()[1])

@@ -25,7 +25,6 @@ import itertools
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import results  # noqa: E402
+from bench.host import mosquitto_version  # noqa: E402
 from bench.screen_client import ScreenSettings  # noqa: E402
 from bench.screen_pool import ScreenPool  # noqa: E402
 from bench.screen_traffic import SEQUENCE_OFFSET, DrawScript  # noqa: E402
@@ -202,14 +202,6 @@ def screen_settings(broker: Mosquitto, script: DrawScript, transport: str, qos: 
         leave_index=script.leave_index,
         sequence_offset=SEQUENCE_OFFSET,
     )
-
-
-def mosquitto_version() -> str:
-    try:
-        output = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "mosquitto"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "unknown"
-    return output.strip() or "unknown"
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -29,6 +29,7 @@ import asyncpg
 import psutil
 from standardwebhooks import Webhook
 
+from bench.host import cpu_seconds
 from festival.db import migrate
 from festival.services import EmbeddedPostgres, Mosquitto, MosquittoCredentials, free_port, wait_for_port
 
@@ -159,27 +160,6 @@ async def wait_for_subscriptions(database_url: str, count: int) -> None:
         await connection.close()
 
 
-def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
-    """Return the CPU time (user + system) each named process and its children have used so far.
-
-    The PostgreSQL entry sums the postmaster and its backends. A backend that exited before the
-    call is not counted, and the pools keep theirs open during a run. This process counts alone,
-    because every other process is its child.
-    """
-    used: dict[str, float] = {}
-    for name, process in processes.items():
-        total = 0.0
-        members = [process] if process.pid == os.getpid() else [process, *process.children(recursive=True)]
-        for member in members:
-            try:
-                times = member.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        used[name] = total
-    return used
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -227,10 +207,12 @@ async def main() -> int:
 
         payments = [presigned_request(secret, "/webhooks/nix", charge_paid(index), http_port) for index in range(args.count)]
         names = ("gateway", "relay", "payments", "subscriptions")
-        processes = {name: psutil.Process(child.pid) for name, child in zip(names, children, strict=True)}
-        processes["postgresql"] = psutil.Process(postgres.pid)
-        processes.update({"mosquitto": child for child in psutil.Process().children() if child.name() == "mosquitto"})
-        processes["sender"] = psutil.Process()
+        processes = {name: child.pid for name, child in zip(names, children, strict=True)}
+        # The PostgreSQL entry sums the postmaster and its backends. A backend that exited before
+        # a reading is not counted, and the pools keep theirs open during a run.
+        processes["postgresql"] = postgres.pid
+        processes.update({"mosquitto": child.pid for child in psutil.Process().children() if child.name() == "mosquitto"})
+        processes["sender"] = os.getpid()
         cpu_before = cpu_seconds(processes)
         accepted, elapsed = await send_all(http_port, payments, args.rate)
         values = await latencies(database_url, accepted, timeout=120)

@@ -41,10 +41,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.host import cpu_seconds  # noqa: E402
 from bench.throughput_report import Round, RunContext, git_state, render_section, write_section  # noqa: E402
 from broker import topics  # noqa: E402
 from broker.envelope import Envelope  # noqa: E402
@@ -133,26 +133,6 @@ def payment_envelopes(count: int, prefix: str) -> list[Envelope]:
         )
         envelopes.append(envelope_for(event, source=SOURCE, subject=event.charge_id))
     return envelopes
-
-
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """Return the CPU time (user + system) of each named process and its children so far."""
-    used: dict[str, float] = {}
-    for name, pid in pids.items():
-        total = 0.0
-        try:
-            process = psutil.Process(pid)
-            members = [process, *process.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            members = []
-        for member in members:
-            try:
-                times = member.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        used[name] = total
-    return used
 
 
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

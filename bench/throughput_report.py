@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import results
+from bench.host import cpu_model, mosquitto_version
 
 if TYPE_CHECKING:
     from bench.pipeline_throughput import PipelineResult, RawResult
@@ -156,23 +157,7 @@ def cpu_comparison(rounds: list[Round]) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, Linux {platform.release()}, Mosquitto {mosquitto_version()}"
-
-
-def mosquitto_version() -> str:
-    try:
-        output = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "mosquitto"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "unknown"
-    return output.strip() or "unknown"
+    return f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, Linux {platform.release()}, Mosquitto {mosquitto_version()}"
 
 
 def load(values: tuple[float, float, float]) -> str:
