@@ -4,8 +4,10 @@ The platform's own spans record ids only and never an exception's text. Instrume
 the ASGI server span, for one, records an unhandled exception with its message and stack, and a
 database error message may quote the value it failed on. `RedactingSpanProcessor` hands its
 inner processor a copy of each ended span in which exception events and the status description
-pass through `festival.log_redaction.redact`.
+pass through `redact_error_text`.
 """
+
+import re
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
@@ -14,6 +16,15 @@ from opentelemetry.trace import Status
 from festival.log_redaction import redact
 
 EXCEPTION_TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace")
+
+# asyncpg appends PostgreSQL's DETAIL line to an error's text. It can repeat a key or a whole row
+# ("Failing row contains (...)"), names included, which no pattern of `redact` recognises.
+_POSTGRES_DETAIL = re.compile(r"^DETAIL:  .*$", re.M)
+
+
+def redact_error_text(text: str) -> str:
+    """Withhold PostgreSQL's DETAIL lines in `text`, then redact CPFs, e-mail addresses and phone numbers."""
+    return redact(_POSTGRES_DETAIL.sub("DETAIL:  (withheld)", text))
 
 
 class RedactingSpanProcessor(SpanProcessor):
@@ -50,7 +61,7 @@ def redacted_span(span: ReadableSpan) -> ReadableSpan:
         events=[_redacted_event(event) for event in span.events],
         links=span.links,
         kind=span.kind,
-        status=Status(span.status.status_code, redact(description) if description else None),
+        status=Status(span.status.status_code, redact_error_text(description) if description else None),
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
@@ -67,5 +78,5 @@ def _redacted_event(event: Event) -> Event:
     for key in EXCEPTION_TEXT_ATTRIBUTES:
         value = attributes.get(key)
         if isinstance(value, str):
-            attributes[key] = redact(value)
+            attributes[key] = redact_error_text(value)
     return Event(event.name, attributes, event.timestamp)

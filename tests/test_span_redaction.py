@@ -1,5 +1,6 @@
 """Exported spans keep personal data out of exception events and status descriptions."""
 
+import asyncpg
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -65,3 +66,24 @@ def test_span_without_error_unchanged(exported: InMemorySpanExporter) -> None:
     assert span.events == ()
     assert span.status.status_code is StatusCode.UNSET
     assert span.attributes["festival.event_id"] == "0195f3c2-7d4e-7000-8000-000000000001"
+
+
+async def test_postgres_detail_withheld(exported: InMemorySpanExporter, db: asyncpg.Connection) -> None:
+    name = "Conceição Araújo"
+    await db.execute("CREATE TEMP TABLE people (name text UNIQUE)")
+    await db.execute("INSERT INTO people VALUES ($1)", name)
+    built = telemetry.build("festival-redaction-test", environ={}, span_processors=[SimpleSpanProcessor(exported)])
+    assert built.tracer_provider is not None
+    tracer = built.tracer_provider.get_tracer(__name__)
+
+    # Like the asyncpg and ASGI instrumentations, the span records the exception that leaves it.
+    with pytest.raises(asyncpg.UniqueViolationError) as raised, tracer.start_as_current_span("insert"):
+        await db.execute("INSERT INTO people VALUES ($1)", name)
+
+    (span,) = exported.get_finished_spans()
+    (event,) = span.events
+    assert name in str(raised.value)
+    assert name not in event.attributes["exception.message"]
+    assert name not in event.attributes["exception.stacktrace"]
+    assert name not in (span.status.description or "")
+    assert "DETAIL:  (withheld)" in event.attributes["exception.message"]
