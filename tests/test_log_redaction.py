@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,10 +14,8 @@ import asyncpg
 import pydantic
 import pytest
 
-from festival.db import connect
 from festival.log_redaction import redact
 from festival.logs import configure_logging
-from festival.settings import Settings
 
 CPF = "123.456.789-09"
 CPF_DIGITS = "98765432100"
@@ -58,13 +56,6 @@ def log_error(error: BaseException, fmt: str, capsys: pytest.CaptureFixture[str]
         except BaseException:
             logger.exception("apply failed consumer=test event_id=%s", EVENT_ID)
     return capsys.readouterr().err
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    connection = await connect(settings.require_database_url())
-    yield connection
-    await connection.close()
 
 
 async def postgres_error(db: asyncpg.Connection, setup: str, statement: str, *args: object) -> asyncpg.PostgresError:
