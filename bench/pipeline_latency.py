@@ -29,9 +29,11 @@ import asyncpg
 import psutil
 from standardwebhooks import Webhook
 
-from bench.host import cpu_seconds
-from festival.db import migrate
-from festival.services import EmbeddedPostgres, Mosquitto, MosquittoCredentials, free_port, wait_for_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.host import cpu_seconds  # noqa: E402
+from festival.db import migrate  # noqa: E402
+from festival.services import EmbeddedPostgres, Mosquitto, MosquittoCredentials, free_port, wait_for_port  # noqa: E402
 
 
 # REDETV!PLUS announces these subscriptions before the timed run, so every payment goes through
