@@ -148,6 +148,10 @@ class Batcher(Generic[Outcome]):
                     queued.outcome.cancel()
             self._queue.clear()
             raise
+        finally:
+            # Leave the set before yielding to the loop. A done callback runs too late: a `submit`
+            # in between would count this task as running and queue an event that no task takes.
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _apply(self, batch: list[Queued[Outcome]]) -> list[Outcome]:
         if len(batch) == 1:
@@ -177,7 +181,7 @@ class Batcher(Generic[Outcome]):
         return outcomes
 
     async def _apply_together(self, ordered: list[Queued[Outcome]]) -> set[UUID]:
-        """Claim and apply `ordered` in one transaction; return the ids applied.
+        """Claim and apply `ordered` in one transaction, and return the ids applied.
 
         An event whose delivery is not pending (a duplicate, or untracked) is left out here.
         """

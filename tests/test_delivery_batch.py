@@ -2,12 +2,14 @@
 once, and a failing event that leaves the others applied."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from broker.envelope import Envelope
+from consumers import delivery_batch
 from consumers.delivery import DeliveryHandler, DeliveryPolicy, Outcome
 from festival import notifications
 from festival.db import create_pool
@@ -162,3 +164,32 @@ async def test_close_cancels_queued(settings: Settings, pool: asyncpg.Pool) -> N
     assert all(isinstance(result, asyncio.CancelledError) for result in results)
     assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'") == 2
 
+
+
+async def test_submit_after_batches_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event queued just as every batch task ends still gets a task of its own."""
+    monkeypatch.setattr(delivery_batch, "MAX_BATCH", 1)
+    gate = asyncio.Event()
+    waiting: list[Envelope] = []
+    both_waiting = asyncio.Event()
+
+    async def apply_alone(envelope: Envelope, topic: str) -> Outcome:
+        waiting.append(envelope)
+        if len(waiting) == 2:
+            both_waiting.set()
+        await gate.wait()
+        return Outcome.APPLIED
+
+    batcher = delivery_batch.Batcher(
+        "tests", None, _record, apply_alone, Outcome.APPLIED, contextlib.nullcontext, "off"  # type: ignore[arg-type]
+    )
+    envelopes = [envelope_for(confirmed(f"sub-{index}"), source="/tests", subject=f"sub-{index}") for index in range(3)]
+    first = [asyncio.create_task(batcher.submit(envelope, TOPIC, "key")) for envelope in envelopes[:2]]
+    await asyncio.wait_for(both_waiting.wait(), timeout=5)
+
+    # Both batch tasks wake and end in the same loop step that first runs the third submit.
+    gate.set()
+    late = asyncio.create_task(batcher.submit(envelopes[2], TOPIC, "key"))
+
+    assert await asyncio.wait_for(late, timeout=5) == Outcome.APPLIED
+    await asyncio.gather(*first)
