@@ -54,7 +54,7 @@ def _suggest_port(host: str, in_use: int) -> int:
 
 
 def lock_data_dir(data_dir: Path) -> TextIO:
-    """Take the data folder for this `festival up`, or raise LaunchError when another one holds it.
+    """Take the data folder for this `festival up`, or raise LaunchError when another one has locked it.
 
     Two launchers on one folder would share one PostgreSQL and one broker persistence file, and
     the first to stop would stop the database under the other. The lock is released when the

@@ -22,7 +22,7 @@ def soft_open_files(pid: int) -> int:
 
 @pytest.fixture
 def low_soft_limit() -> Iterator[int]:
-    """Lower this process's soft limit of open files to 1,024 for one test; yield the hard limit."""
+    """Lower this process's soft limit of open files to 1,024 for one test, and yield the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard <= COMMON_SOFT_LIMIT:
         pytest.skip(f"the hard limit of open files is {hard}, so there is nothing to raise")

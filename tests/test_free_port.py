@@ -30,7 +30,7 @@ def test_port_skips_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))
         taken_port = taken.getsockname()[1]
-        # The first candidate offered is the taken port; later ones are random again.
+        # The first candidate offered is the taken port, and later ones are random again.
         offered = iter([taken_port])
         monkeypatch.setattr(services.secrets, "choice", lambda candidates: next(offered, None) or choose(candidates))
 

@@ -209,7 +209,7 @@ async def test_live_gap_refetches_state(browser: object, base_url: str, live_set
         await pub.step(steps[1])
         await page.wait_for_function("window.liveScreen.stateUnsubscribes === 1", timeout=TIMEOUT_MS)
 
-        # Step 3 (the first winner) never reaches the page; step 4 shows the gap, and the retained
+        # Step 3 (the first winner) never reaches the page. Step 4 shows the gap, and the retained
         # state fills it.
         await pub.state(draw.state("drawing", 3))
         await pub.step(steps[3])

@@ -292,8 +292,8 @@
     let everConnected = false;
     transport.name = "mqtt";
 
-    // A failed (un)subscription leaves the page unsure of what it receives; a new connection
-    // subscribes from scratch.
+    // A failed subscription or unsubscription leaves the page unsure of what it receives, so a
+    // new connection subscribes from scratch.
     const restartOnError = (attempt, action) => (error) => {
       if (!error) return;
       console.warn(`mqtt ${action} failed`, error.message);
