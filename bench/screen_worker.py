@@ -7,9 +7,10 @@ The parent starts it with `multiprocessing` (spawn) and talks to it over a pipe:
 - worker -> parent `("opened",)` once every one of its screens has the draw's opening step (step 0)
   and left the topic it leaves after it;
 - worker -> parent `("done", n)` each time every one of its screens has every message of step n;
-- parent -> worker `("stop",)`, answered with `("results", times, dropped, received)` and the
-  worker's exit, where `dropped` counts the screens whose connection closed after they connected
-  and `received` the messages its screens received after the opening, on every topic.
+- parent -> worker `("stop",)`, to which the worker replies with
+  `("results", times, dropped, received)` and exits, where `dropped` counts the screens whose
+  connection closed after they connected and `received` the messages its screens received after
+  the opening, on every topic.
   `times[n - 1]` holds the bytes of an `array("d")` of the monotonic arrival times of step n,
   one per screen, NaN where a screen never received it.
 """
@@ -28,7 +29,7 @@ import uvloop
 from bench.screen_client import KEEPALIVE_SECONDS, Screen, ScreenError, ScreenSettings
 from festival.services import parent_death_signal, raise_open_files_limit
 
-# Handshakes in flight at once per process, so the broker sees a steady stream, not a burst.
+# Handshakes in flight at once per process, so the broker receives a steady stream, not a burst.
 CONNECT_CONCURRENCY = 64
 CONNECT_TIMEOUT_SECONDS = 10.0
 # A worker stops connecting after this many failed screens, because further attempts would meet
