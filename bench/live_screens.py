@@ -283,11 +283,11 @@ def write_section(section: str) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--screens", type=int, nargs="+", default=[2000], help=f"screens of each run, one run per value, at most {MAX_SCREENS:,}")
-    parser.add_argument("--traffic", choices=["page", "step"], nargs="+", default=["page"], help="messages per number; one run per value and screen count")
+    parser.add_argument("--traffic", choices=["page", "step"], nargs="+", default=["page"], help="messages per number, with one run per value and screen count")
     parser.add_argument("--processes", type=int, default=4, help="receiver processes the screens are spread over")
     parser.add_argument("--numbers", type=int, default=50, help="numbers drawn per run")
     parser.add_argument("--transport", choices=["websockets", "tcp"], default="websockets", help="how screens reach the broker")
-    parser.add_argument("--screen-qos", type=int, choices=[0, 1], default=1, help="QoS of the screens' subscriptions; the live page uses 1")
+    parser.add_argument("--screen-qos", type=int, choices=[0, 1], default=1, help="QoS of the screens' subscriptions (the live page uses 1)")
     parser.add_argument("--connect-seconds", type=float, default=120.0, help="time limit of the connection phase, in seconds")
     parser.add_argument("--step-timeout", type=float, default=10.0, help="maximum wait for every screen to receive one number, in seconds")
     parser.add_argument("--no-write", action="store_true", help="print the results without writing bench/README.md")
