@@ -32,7 +32,7 @@ Apply = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 # for an event that must be applied alone.
 LockKey = Callable[[Envelope], str | None]
 
-# Claims a pending delivery; returns a row only when it was pending. The setting tells the outbox
+# Claims a pending delivery and returns a row only when it was pending. The setting tells the outbox
 # trigger whether this transaction wakes the relay after its commit (`festival.wakeups`).
 CLAIM = """
 WITH claimed AS (

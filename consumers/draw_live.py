@@ -22,6 +22,7 @@ MAX_RETRY_SECONDS = 5.0
 # Steps after which the draw's public status differs: `started` makes public the `drawing` that
 # `run_draw` stored, and `finished` or `cancelled` ends the draw. Only these change `draws/current`.
 STATUS_STEPS = frozenset({"started", "finished", "cancelled"})
+# Pause after an unexpected error, so that a bug hit on every try logs one trace every few seconds.
 CRASH_RETRY_SECONDS = 5.0
 
 # The first unreleased step of each drawing draw, when the pace since the previous step has passed.
@@ -77,7 +78,7 @@ async def _release(connection: asyncpg.Connection, settings: Settings, row: asyn
 
 
 async def run_show(settings: Settings, pool: asyncpg.Pool) -> None:
-    """Release due steps until cancelled; every error is logged and the release retried."""
+    """Release due steps until cancelled. Every error is logged and the release retried."""
     logger.info("draw show started poll=%.2fs", POLL_SECONDS)
     failures = 0
     try:
@@ -95,8 +96,8 @@ async def run_show(settings: Settings, pool: asyncpg.Pool) -> None:
                 delay = min(POLL_SECONDS * 2**failures, MAX_RETRY_SECONDS)
                 logger.warning("draw show release failed attempt=%d error=%r retry_in=%.1fs", failures, error, delay)
             except Exception:
-                # A bug in one step must not end the show of every draw until the next restart;
-                # the transaction rolled back, so the step is tried again after a longer pause.
+                # A bug in one step must not end the show of every draw until the next restart.
+                # The transaction rolled back, so the step is tried again after a longer pause.
                 logger.exception("draw show release crashed retry_in=%.1fs", CRASH_RETRY_SECONDS)
                 delay = CRASH_RETRY_SECONDS
             await asyncio.sleep(delay)

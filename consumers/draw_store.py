@@ -180,9 +180,9 @@ async def publish_current(
     """Enqueue the retained `draws/current`, computed after every earlier transaction that enqueued it.
 
     The transaction-scoped lock orders these transactions, and under READ COMMITTED the query after
-    it sees every one that committed before, so the last one enqueued has seen all their changes. Without it two concurrent changes, such as one
-    draw finishing while the next one closes, could leave a stale `draws/current` retained until
-    the next status change.
+    it sees every one that committed before, so the last one enqueued has seen all their changes. Without it two concurrent changes, such
+    as one draw finishing while the next one closes, could leave a stale `draws/current` retained
+    until the next status change.
     """
     await connection.execute("SELECT pg_advisory_xact_lock(hashtext('festival.draws_current'))")
     current = await current_draw(connection)

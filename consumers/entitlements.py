@@ -306,7 +306,7 @@ async def record_entitlement(
 
 
 # The upsert of `record_entitlement` and the link to the event that recorded it, in one
-# statement: a newer version replaces the wanted value and clears a rejection; a replay of the
+# statement: a newer version replaces the wanted value and clears a rejection. A replay of the
 # event whose push was rejected clears the rejection too. The event becomes the row's event unless
 # the row stays rejected for another event, which keeps the rejected push pointing at its event.
 # The pusher is woken when a push is due: on commit, or after it inside `wakeups.deferred()`.

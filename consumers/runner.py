@@ -35,7 +35,7 @@ POOL_SIZE = 10
 
 
 class ConsumerModule(Protocol):
-    """A consumer module; it may also define `lock_key` and `NOTIFY_AFTER_COMMIT` (see
+    """A consumer module, which may also define `lock_key` and `NOTIFY_AFTER_COMMIT` (see
     `DeliveryHandler`) and `run_background`."""
 
     NAME: str
@@ -133,7 +133,7 @@ async def run_consumer(name: str, settings: Settings) -> None:
     """Run consumer `name` until cancelled."""
     url = settings.require_database_url()
     await migrate(url)
-    # Delivery handlers and background tasks use transaction-scoped locks only; the pusher's
+    # Delivery handlers and background tasks use transaction-scoped locks only. The pusher's
     # session lock and LISTEN live on a connection of their own.
     pool = await create_pool(url, min_size=2, max_size=POOL_SIZE, reset_session=False)
     running: RunningConsumer | None = None

@@ -205,7 +205,7 @@ class SubscriptionStore:
     async def _reserve_lucky_numbers(
         self, connection: asyncpg.Connection, fact: ChargePaid
     ) -> lucky_numbers.Reservation | None:
-        """Reserve the numbers a confirmed payment earns, once per charge; return None if none are due."""
+        """Reserve the numbers a confirmed payment earns, once per charge, and return None when none are due."""
         quantity = lucky_numbers.quantity_for(fact.amount, self.lucky_number_price)
         reservation = await lucky_numbers.reserve(connection, fact.charge_id, fact.subscription_ref, quantity)
         if reservation is None:

@@ -20,7 +20,7 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Skip the reset query; asyncpg has already rolled back any open transaction."""
+    """Skip the reset query, because asyncpg has already rolled back any open transaction."""
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, reset_session: bool = True) -> asyncpg.Pool:

@@ -143,7 +143,7 @@ async def dispatch_pending(
                 if await _send_one(connection, sender, notification, max_attempts):
                     sent_ids.append(notification.id)
 
-            # One statement marks the batch; the transaction commits after every send either way.
+            # One statement marks the batch. The transaction commits after every send either way.
             if sent_ids:
                 await connection.execute(
                     "UPDATE notifications SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
@@ -158,7 +158,7 @@ async def dispatch_pending(
 async def _send_one(
     connection: asyncpg.Connection, sender: NotificationSender, notification: Notification, max_attempts: int
 ) -> bool:
-    """Send one message; on failure count the attempt. Return whether it was sent (the caller marks it)."""
+    """Send one message, and count the attempt when it fails. Return whether it was sent (the caller marks it)."""
     try:
         await sender.send(notification)
     except Exception as error:

@@ -61,7 +61,7 @@ def defer_setting() -> str:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[set[str]]:
-    """Collect the channels requested in the block; the caller sends them after its commit."""
+    """Collect the channels requested in the block, for the caller to send after its commit."""
     requested: set[str] = set()
     token = _requested.set(requested)
     try:
@@ -71,7 +71,7 @@ def deferred() -> Iterator[set[str]]:
 
 
 async def send(connection: asyncpg.Connection, channels: set[str]) -> None:
-    """Notify `channels` now, outside any transaction; a failure is logged, as the listeners also poll."""
+    """Notify `channels` now, outside any transaction. A failure is only logged, because the listeners also poll."""
     if not channels:
         return
     try:

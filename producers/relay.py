@@ -184,7 +184,7 @@ class Relay:
                 redelivered = await self.redeliver_due(pool, client)
                 if not redelivered:
                     next_due_check = loop.time() + self.settings.relay_poll_seconds
-            # A short batch took every row visible and unlocked; a row committed since then has
+            # A short batch took every row visible and unlocked. A row committed since then has
             # set `wakeup` again, so looking at once would usually find nothing.
             if published >= self.settings.relay_batch_size or redelivered:
                 continue

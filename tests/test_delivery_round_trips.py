@@ -33,7 +33,7 @@ async def one_connection(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool
 async def _deliver(
     settings: Settings, pool: asyncpg.Pool, sent: list[str], consumer: str, event: EventData, subject: str
 ) -> tuple[Outcome, int]:
-    """Enqueue `event`, deliver it to `consumer` once; return the outcome and the statements sent."""
+    """Enqueue `event`, deliver it to `consumer` once, and return the outcome and the statements sent."""
     outbox = Outbox.from_settings(settings)
     async with pool.acquire() as connection:
         envelope = await outbox.publish(connection, event, source="/tests", subject=subject)

@@ -1,4 +1,4 @@
-"""Gateway ingest commits send no NOTIFY; the relay is woken after the commit (`festival.wakeups`)."""
+"""Gateway ingest commits send no NOTIFY, and the relay is woken after the commit (`festival.wakeups`)."""
 
 import asyncio
 import json

@@ -175,7 +175,6 @@ async def _applied_at_least(pool: asyncpg.Pool, count: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'applied'") >= count
 
 
-
 def _refund(charge_id: str, status: str, at: datetime, *, refund_id: str = "rf_1") -> PaymentRefunded:
     return PaymentRefunded(
         charge_id=charge_id,
@@ -215,7 +214,7 @@ async def test_refund_overtakes_confirmation(settings: Settings, pool: asyncpg.P
 async def test_settled_refund_applied_once(settings: Settings, pool: asyncpg.Pool) -> None:
     await create_subscriptions(pool, settings, "sub-1")
     at = datetime.now(UTC)
-    # NIX may stamp the settled state with the time of the in-progress one; a later copy of the
+    # NIX may stamp the settled state with the time of the in-progress one. A later copy of the
     # settled state (another webhook) must still find the refund settled.
     events = [_refund("ch_1", "EM_PROCESSAMENTO", at), _refund("ch_1", "DEVOLVIDO", at), _refund("ch_1", "DEVOLVIDO", at)]
 
