@@ -29,8 +29,8 @@ STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 # The page's scripts change with the code, so browsers revalidate them on every load.
 NO_CACHE = {"Cache-Control": "no-cache"}
 
-# The page polls every few seconds: a query that takes longer than this is cancelled so that it
-# cannot hold one of the pool's connections, which webhook ingest needs.
+# A query that takes longer than this is cancelled, so a page that polls every few seconds cannot
+# hold one of the pool's connections, which webhook ingest needs.
 STATEMENT_TIMEOUT_MS = 5000
 
 router = APIRouter(tags=["dashboard"])

@@ -58,7 +58,10 @@ def thresholds_for(redelivery_after_seconds: float) -> Thresholds:
 
 
 def assess(figures: Figures, thresholds: Thresholds) -> Health:
-    """Judge each tile. A figure with no data, such as no latency sample or no pending row, counts as OK."""
+    """Judge each tile. A figure with no data, such as no latency sample or no pending row, counts as OK.
+
+    The exception is the draws tile, which needs attention when no draw is scheduled or under way.
+    """
     subscriptions = figures.subscriptions
     return Health(
         webhooks=_status(any(item.last_hour > 0 and item.last_5_minutes == 0 for item in figures.webhooks)),

@@ -35,7 +35,7 @@ class SignedDelivery:
 
 
 def header_values(scope: Scope) -> dict[str, str]:
-    """Return the request headers by lower-case name; a repeated header keeps its first value.
+    """Return the request headers by lower-case name. A repeated header keeps its first value.
 
     ASGI servers send header names in lower case, as Starlette's `Headers` also expects.
     """

@@ -38,7 +38,7 @@ WRITERS = 4
 
 # Rows skipped by `ON CONFLICT DO NOTHING` on the inbox were recorded before: only the rows the
 # inbox returns go on to the other tables. Customers and charges are written in key order, so two
-# batches take their shared row locks in the same order; a deadlock that happens anyway, like any
+# batches take their shared row locks in the same order. A deadlock that happens anyway, like any
 # other database error, makes the writer record that batch one event per transaction.
 # PostgreSQL fires the outbox's statement trigger after the whole statement, so the setting made
 # while the inbox insert reads `input` is in place by then.

@@ -111,8 +111,8 @@ async def ingest_nix_event(
     if canonical is not None:
         entries.append((canonical.TOPIC, envelope_for(canonical, source=SOURCE, subject=event.data.charge_id)))
 
-    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`):
-    # the relay is woken after it, before the response.
+    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`).
+    # The relay is woken after the commit, before the response.
     with wakeups.deferred() as channels:
         async with pool.acquire() as connection:
             try:

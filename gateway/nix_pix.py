@@ -81,8 +81,8 @@ async def ingest_pix_callback(
         by_end_to_end_id.setdefault(pix.endToEndId, pix)
     txids = [pix.txid for pix in by_end_to_end_id.values() if pix.txid]
 
-    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`):
-    # the relay is woken after it, before the response.
+    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`).
+    # The relay is woken after the commit, before the response.
     with wakeups.deferred() as channels:
         async with pool.acquire() as connection:
             try:

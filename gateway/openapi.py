@@ -17,7 +17,7 @@ _COMPONENTS: dict[str, Any] = {}
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
-# Responses of every partner webhook route; `gateway.inbox.IngestResult.send_response` sends the 200 and 202.
+# Responses of every partner webhook route. `gateway.inbox.IngestResult.send_response` sends the 200 and 202.
 WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "accepted: recorded with the ids of the events it produced"},
     200: {"description": "already recorded: the ids of the events the first delivery produced"},

@@ -102,8 +102,8 @@ async def ingest_redetv_event(
         entries.append((canonical.TOPIC, envelope_for(canonical, source=SOURCE, subject=canonical.subscription_ref)))
     event_ids = [envelope.id for _, envelope in entries]
 
-    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`):
-    # the relay is woken after it, before the response.
+    # The commit sends no NOTIFY, which would make it wait for other commits (`festival.wakeups`).
+    # The relay is woken after the commit, before the response.
     with wakeups.deferred() as channels:
         async with pool.acquire() as connection:
             try:

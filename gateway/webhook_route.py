@@ -30,12 +30,13 @@ from gateway.intake import ModelT, SignedDelivery, parse_body, receive_signed
 from gateway.openapi import WEBHOOK_RESPONSES, signed_json_body
 from gateway.problems import ProblemError, problem_response
 
-# Receives the app's state, the verified delivery and its validated body, and records them.
+# A partner's ingest function receives the app's state, the verified delivery and its validated
+# body, and records them.
 IngestFunction = Callable[[State, SignedDelivery, ModelT], Awaitable[IngestResult]]
 
 
 class WebhookEndpoint(Generic[ModelT]):
-    """The ASGI app of one signed webhook route: `partner` names its verifier in `app.state.verifiers`."""
+    """The ASGI app of one signed webhook route. `partner` names its verifier in `app.state.verifiers`."""
 
     def __init__(self, partner: str, model: type[ModelT], ingest: IngestFunction[ModelT]) -> None:
         self.partner = partner
@@ -58,7 +59,7 @@ class WebhookEndpoint(Generic[ModelT]):
 
 
 async def _documentation_only() -> Response:
-    # FastAPI reads the endpoint's signature to describe the route; `WebhookRoute` never calls it.
+    # FastAPI reads the endpoint's signature to describe the route, but `WebhookRoute` never calls it.
     raise NotImplementedError("WebhookRoute serves requests with its WebhookEndpoint")
 
 
@@ -90,7 +91,7 @@ class WebhookShortcut:
         self.endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Under a root path the router strips it before matching; those requests take the router.
+        # Under a root path the router strips it before matching, so those requests take the router.
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
             endpoint = self.endpoints.get(scope["path"])
             if endpoint is not None:
