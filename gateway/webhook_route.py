@@ -15,6 +15,7 @@ as a `GET` to a webhook path (405), goes through the router.
 """
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic
 
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.datastructures import State
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,6 +31,8 @@ from gateway.inbox import IngestResult
 from gateway.intake import ModelT, SignedDelivery, parse_body, receive_signed
 from gateway.openapi import WEBHOOK_RESPONSES, signed_json_body
 from gateway.problems import ProblemError, problem_response
+
+logger = logging.getLogger(__name__)
 
 # A partner's ingest function receives the app's state, the verified delivery and its validated
 # body, and records them.
@@ -54,6 +58,11 @@ class WebhookEndpoint(Generic[ModelT]):
         except ProblemError as error:
             # The same response as the app's ProblemError handler, which `WebhookShortcut` bypasses.
             await problem_response(error, scope["path"])(scope, receive, send)
+            return
+        except ClientDisconnect:
+            # Nothing was recorded and no one is left to read a response. The partner retries a
+            # delivery that got no 2xx.
+            logger.info("webhook client disconnected partner=%s path=%s", self.partner, scope["path"])
             return
         await result.send_response(send)
 

@@ -1,5 +1,6 @@
 """Webhook routes: served the same way past the router or through it, and documented in OpenAPI."""
 
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -58,3 +59,28 @@ async def test_openapi_describes_webhook(client: httpx.AsyncClient) -> None:
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/NixEvent"}
     assert {"200", "202", "4XX", "5XX"} <= set(operation["responses"])
     assert "/webhooks/redetv" in document["paths"]
+
+
+async def test_disconnect_mid_body(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(settings)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/webhooks/nix", "raw_path": b"/webhooks/nix", "root_path": "", "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+    }
+    messages = [{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.INFO):
+        await app(scope, receive, send)
+
+    assert sent == []
+    assert "webhook client disconnected partner=nix" in caplog.text
+    assert "request failed" not in caplog.text
